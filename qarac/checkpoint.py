@@ -1,0 +1,184 @@
+"""Saving and loading: QARAC modules as safetensors checkpoints, RoBERTa bases
+from any local HF directory.
+
+A QARAC checkpoint directory holds `qarac_config.json` (the model class and its
+`QaracConfig`) and `model.safetensors`. Shared storage (the encoder base used by
+both encoders, the LM head tied to the word embeddings) is written once and
+re-tied on load, so a reload is bit-exact and keeps the sharing. Files are
+written beside their destination and renamed into place: an interrupted save
+leaves the previous checkpoint intact. Nothing here unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from qarac import _hf  # noqa: F401
+from qarac.config import QaracConfig
+from transformers import RobertaConfig, RobertaModel
+
+CONFIG_NAME = "qarac_config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT_VERSION = 1
+
+ModuleT = TypeVar("ModuleT", bound="PretrainedMixin")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, of the wrong kind, or corrupt."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _require_directory(directory: Path, what: str) -> None:
+    if not directory.exists():
+        raise CheckpointError(f"{what} directory {directory} does not exist")
+    if not directory.is_dir():
+        raise CheckpointError(f"{what} path {directory} is not a directory")
+
+
+def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConfig]:
+    """(model class name, config) of a QARAC checkpoint directory."""
+    directory = Path(directory)
+    _require_directory(directory, "checkpoint")
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a QARAC checkpoint: {CONFIG_NAME} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data["model_class"], QaracConfig.from_dict(data["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path} is corrupt or not a QARAC config: {error}") from error
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"weights file {path} is missing")
+    try:
+        return safetensors.torch.load_file(path)
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file (corrupt or truncated?): {error}") from error
+
+
+def _check_keys(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Every parameter must be present (directly or through a tied alias), nothing extra."""
+    expected = module.state_dict(keep_vars=True)
+    missing = []
+    for name, tensor in expected.items():
+        if name not in state and not any(other in state and expected[other] is tensor for other in expected):
+            missing.append(name)
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match {type(module).__name__}: missing weights {missing[:8]}"
+                              f"{' ...' if len(missing) > 8 else ''}, unexpected weights {unexpected[:8]}"
+                              f"{' ...' if len(unexpected) > 8 else ''}")
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{path}: weight {name} has shape {tuple(tensor.shape)}, the model expects "
+                                  f"{tuple(expected[name].shape)}")
+
+
+class PretrainedMixin:
+    """`save_pretrained` / `from_pretrained` for the QARAC modules (safetensors)."""
+
+    config: QaracConfig
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        directory = Path(directory)
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_model(self, str(tmp)))
+        payload = {"format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls: type[ModuleT], directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> ModuleT:
+        """Rebuild the module saved by `save_pretrained`.
+
+        Raises:
+            CheckpointError: the directory is missing, holds another kind of
+                module, or its weights are corrupt, missing, extra or misshapen.
+        """
+        directory = Path(directory)
+        class_name, config = read_checkpoint_config(directory)
+        if class_name != cls.__name__:
+            raise CheckpointError(f"{directory} holds a {class_name}, not a {cls.__name__}; "
+                                  f"load it with {class_name}.from_pretrained")
+        module = cls(config)
+        path = directory / WEIGHTS_NAME
+        state = load_safetensors(path)
+        _check_keys(module, state, path)
+        module.load_state_dict(state, strict=False)
+        return module.to(map_location)
+
+
+def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = None,
+                    is_decoder: bool = False) -> RobertaModel:
+    """A RoBERTa base model from a local HF checkpoint directory (safetensors only).
+
+    Args:
+        directory: holds `config.json` (model_type "roberta") and `model.safetensors`.
+        config: when given, the base is built with its options (pooler, attention kernel).
+        is_decoder: build the decoder base (causal self-attention).
+
+    Raises:
+        CheckpointError: missing directory, not a RoBERTa config, no safetensors
+            weights (pickled `.bin` files are refused), or corrupt weights.
+    """
+    directory = Path(directory)
+    roberta_config = read_roberta_config(directory)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        pickled = sorted(p.name for p in directory.glob("*.bin"))
+        hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
+        raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}{hint}")
+    load_safetensors(weights)  # a clear error for a corrupt file, before transformers sees it
+    keep_pooler = True if config is None else config.keep_pooler
+    options: dict[str, Any] = {"is_decoder": is_decoder, "add_cross_attention": False}
+    if config is not None:
+        options["attn_implementation"] = config.attn_implementation
+    try:
+        return RobertaModel.from_pretrained(directory, add_pooling_layer=keep_pooler, use_safetensors=True,
+                                            local_files_only=True, **options)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"could not load the RoBERTa weights in {directory}: {error}") from error
+
+
+def read_roberta_config(directory: str | os.PathLike) -> RobertaConfig:
+    directory = Path(directory)
+    _require_directory(directory, "model")
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not an HF model directory: config.json is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from error
+    if data.get("model_type") != "roberta":
+        raise CheckpointError(f"{directory} is not a RoBERTa checkpoint: config.json has model_type "
+                              f"{data.get('model_type')!r}, expected 'roberta'")
+    return RobertaConfig.from_pretrained(directory, local_files_only=True)

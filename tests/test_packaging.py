@@ -1,0 +1,50 @@
+"""The port stays free of TensorFlow; the embedded tiny RoBERTa is deterministic."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qarac.presets import ROBERTA_BASE, build_base_checkpoint, roberta_config
+
+
+def test_import_qarac_never_imports_tensorflow():
+    code = (
+        "import sys, qarac, qarac.presets, qarac.checkpoint\n"
+        "from qarac import QaracTrainerModel\n"
+        "bad = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith(('tensorflow.', 'tf_keras', 'keras')))\n"
+        "assert not bad, bad\n"
+        "print('clean')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "clean" in result.stdout
+
+
+def test_tiny_checkpoint_is_deterministic(tmp_path):
+    first = build_base_checkpoint(tmp_path / "a", seed=5)
+    second = build_base_checkpoint(tmp_path / "b", seed=5)
+    other = build_base_checkpoint(tmp_path / "c", seed=6)
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+    assert (first / "model.safetensors").read_bytes() != (other / "model.safetensors").read_bytes()
+
+
+def test_tiny_checkpoint_is_an_ordinary_hf_directory(tiny_model_dir):
+    from transformers import RobertaModel
+
+    model = RobertaModel.from_pretrained(tiny_model_dir, local_files_only=True)
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (32, 2, 4, 37)
+
+
+def test_roberta_base_preset_has_roberta_base_shapes():
+    config = roberta_config("roberta-base")
+    assert (config.vocab_size, config.hidden_size, config.num_hidden_layers, config.intermediate_size,
+            config.max_position_embeddings) == (50265, 768, 12, 3072, 514)
+    assert ROBERTA_BASE["type_vocab_size"] == 1
+
+
+def test_unknown_preset():
+    with pytest.raises(ValueError, match="unknown preset 'huge'"):
+        roberta_config("huge")
