@@ -1,0 +1,397 @@
+"""The four QARAC corpora, their tokenisation, and batching on `torch.utils.data`.
+
+Layouts (CSV with a header line, as the original's data files):
+
+    all_text.csv            all_text
+    question_answering.csv  question, answer
+    reasoning.csv           proposition0, proposition1, conclusion
+    consistency.csv         statement0, statement1, consistency (1, 0 or -1)
+
+One example combines one row of each corpus; the smaller corpora are cycled to
+the length of the largest, as the original repeated them (SPEC.md section 1.4).
+Decoder inputs are `<s>`-prefixed and their targets `</s>`-suffixed, so that
+`offset[1:] == target[:-1]`: teacher forcing shifted by one.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import itertools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from qarac.batch import INPUT_NAMES, TARGET_NAMES, QaracBatch, pad_sequences
+
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
+# The tiny preset's 128 positions.
+DEFAULT_MAX_LENGTH = 128
+# Corpus name -> the columns its CSV must have (extra columns are ignored).
+CORPUS_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "all_text": ("all_text",),
+    "question_answering": ("question", "answer"),
+    "reasoning": ("proposition0", "proposition1", "conclusion"),
+    "consistency": ("statement0", "statement1", "consistency"),
+}
+# SNLI's entailment, neutral and contradiction.
+CONSISTENCY_LABELS = (1, 0, -1)
+
+
+class DataError(ValueError):
+    """A corpus file that cannot be read; the message names the file and line."""
+
+
+# --- CSV loading ----------------------------------------------------------------
+
+def _read_text(path: Path) -> str:
+    """The file decoded as UTF-8 (a byte-order mark is allowed and dropped).
+
+    Raises:
+        DataError: the file is missing, empty, or not valid UTF-8.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such corpus file") from None
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty; expected a CSV header line and rows")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: undecodable bytes {raw[error.start:error.end]!r} "
+                        "(the file must be UTF-8)") from None
+
+
+def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
+    """Read a CSV with a header, checking that `columns` are present and filled.
+
+    Args:
+        path: the CSV file.
+        columns: required column names; other columns are ignored.
+
+    Returns:
+        (line number, {column: text}) per data row, the line number being the
+        row's last physical line (1 is the header).
+
+    Raises:
+        DataError: empty or undecodable file, a missing column, no data rows,
+            or an empty cell in a required column.
+    """
+    path = Path(path)
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    header = reader.fieldnames or []
+    missing = [name for name in columns if name not in header]
+    if missing:
+        raise DataError(f"{path}, line 1: missing column(s) {missing}; the header has {header}, "
+                        f"expected {list(columns)}")
+    rows = []
+    for row in reader:
+        line = reader.line_num
+        for name in columns:
+            # A short row leaves None in the columns it lacks.
+            if row[name] is None or not row[name].strip():
+                raise DataError(f"{path}, line {line}: empty cell in column {name!r}")
+        rows.append((line, {name: row[name] for name in columns}))
+    if not rows:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    return rows
+
+
+def _parse_label(value: str, path: Path, line: int) -> int:
+    """A consistency label: 1, 0 or -1 (written as integers or as 1.0, 0.0, -1.0)."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if number not in CONSISTENCY_LABELS:
+        raise DataError(f"{path}, line {line}: bad consistency label {value!r}; "
+                        f"expected one of {list(CONSISTENCY_LABELS)}")
+    return int(number)
+
+
+def load_all_text(path: str | os.PathLike) -> list[str]:
+    """Sentences of an `all_text` CSV."""
+    return [row["all_text"] for _, row in read_rows(path, CORPUS_COLUMNS["all_text"])]
+
+
+def load_question_answering(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(question, answer) pairs."""
+    rows = read_rows(path, CORPUS_COLUMNS["question_answering"])
+    return [(row["question"], row["answer"]) for _, row in rows]
+
+
+def load_reasoning(path: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """(proposition0, proposition1, conclusion) syllogisms."""
+    rows = read_rows(path, CORPUS_COLUMNS["reasoning"])
+    return [(row["proposition0"], row["proposition1"], row["conclusion"]) for _, row in rows]
+
+
+def load_consistency(path: str | os.PathLike) -> list[tuple[str, str, int]]:
+    """(statement0, statement1, label) pairs, label in {1, 0, -1}.
+
+    Raises:
+        DataError: also for a label other than 1, 0 or -1.
+    """
+    path = Path(path)
+    rows = read_rows(path, CORPUS_COLUMNS["consistency"])
+    return [(row["statement0"], row["statement1"], _parse_label(row["consistency"], path, line))
+            for line, row in rows]
+
+
+@dataclass(frozen=True)
+class Corpora:
+    """The four corpora as loaded, untokenised."""
+
+    all_text: list[str]
+    question_answering: list[tuple[str, str]]
+    reasoning: list[tuple[str, str, str]]
+    consistency: list[tuple[str, str, int]]
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike = DEFAULT_DATA_DIR) -> Corpora:
+        """Load `<name>.csv` for each corpus name in CORPUS_COLUMNS."""
+        directory = Path(directory)
+        return cls(load_all_text(directory / "all_text.csv"),
+                   load_question_answering(directory / "question_answering.csv"),
+                   load_reasoning(directory / "reasoning.csv"),
+                   load_consistency(directory / "consistency.csv"))
+
+    def sizes(self) -> dict[str, int]:
+        """Rows per corpus."""
+        return {"all_text": len(self.all_text),
+                "question_answering": len(self.question_answering),
+                "reasoning": len(self.reasoning), "consistency": len(self.consistency)}
+
+
+# --- tokenisation ----------------------------------------------------------------
+
+def _check_max_length(max_length: int) -> None:
+    # <s>, one token and </s>: anything shorter cannot hold a text.
+    if max_length < 3:
+        raise ValueError(f"max_length must be at least 3 (<s> token </s>), got {max_length}")
+
+
+def encode_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Full encodings `<s> text </s>`, truncated to `max_length` (keeping `</s>`).
+
+    Args:
+        tokenizer: a RoBERTa tokenizer.
+        texts: N texts.
+        max_length: longest encoding, special tokens included.
+
+    Returns:
+        N lists of token ids.
+    """
+    _check_max_length(max_length)
+    return tokenizer(list(texts), add_special_tokens=True, truncation=True,
+                     max_length=max_length)["input_ids"]
+
+
+def encode_shifted(tokenizer, texts: Sequence[str],
+                   max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Teacher-forcing pairs: decoder input `<s> text` and target `text </s>`.
+
+    The two have the same length L <= max_length and `offset[1:] == target[:-1]`.
+
+    Args:
+        tokenizer: a RoBERTa tokenizer.
+        texts: N texts.
+        max_length: longest sequence; the text is cut to max_length - 1 tokens.
+
+    Returns:
+        (offsets, targets), each N lists of token ids.
+    """
+    _check_max_length(max_length)
+    bodies = tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                       max_length=max_length - 1)["input_ids"]
+    offsets = [[tokenizer.bos_token_id] + body for body in bodies]
+    targets = [body + [tokenizer.eos_token_id] for body in bodies]
+    return offsets, targets
+
+
+class TokenColumn:
+    """Variable-length token sequences stored flat: one int32 array and offsets.
+
+    Millions of small Python lists (SNLI has 550k pairs) would cost far more
+    memory than the tokens themselves.
+    """
+
+    def __init__(self, seqs: Sequence[Sequence[int]]):
+        lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+        self.offsets = np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths)])
+        self.values = np.fromiter(itertools.chain.from_iterable(seqs), dtype=np.int32,
+                                  count=int(self.offsets[-1]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        """Sequence `index` as a (L,) int64 tensor."""
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return torch.from_numpy(self.values[start:end].astype(np.int64))
+
+
+# --- dataset ---------------------------------------------------------------------
+
+# Field -> corpus it is drawn from; the dataset cycles each corpus separately.
+FIELD_CORPUS: Mapping[str, str] = {
+    "all_text": "all_text", "offset_text": "all_text", "encode_decode": "all_text",
+    "question": "question_answering", "answer": "question_answering",
+    "proposition0": "reasoning", "proposition1": "reasoning",
+    "conclusion_offset": "reasoning", "reasoning": "reasoning",
+    "statement0": "consistency", "statement1": "consistency", "consistency": "consistency",
+}
+
+
+class QaracDataset(Dataset):
+    """One example of each of the four objectives per index.
+
+    Its length is that of the largest corpus; example i takes row
+    `i % len(corpus)` of each corpus, so the smaller corpora are repeated, as in
+    the original. Everything is tokenised once, up front.
+
+    An example is a dict: each name of INPUT_NAMES and the targets
+    `encode_decode`, `reasoning` map to a (L,) int64 tensor, `consistency` to a
+    float32 scalar tensor.
+    """
+
+    def __init__(self, corpora: Corpora, tokenizer, max_length: int = DEFAULT_MAX_LENGTH):
+        """Tokenise the corpora.
+
+        Args:
+            corpora: the four corpora.
+            tokenizer: a RoBERTa tokenizer (fast, from `qarac.tokenizer`).
+            max_length: longest token sequence of any field.
+
+        Raises:
+            ValueError: a corpus is empty, or max_length < 3.
+        """
+        empty = [name for name, size in corpora.sizes().items() if size == 0]
+        if empty:
+            raise ValueError(f"corpora {empty} are empty; every objective needs rows")
+        self.pad_id = tokenizer.pad_token_id
+        self.max_length = max_length
+        self.sizes = corpora.sizes()
+        self.columns = self._tokenise(corpora, tokenizer, max_length)
+        self.labels = torch.tensor([label for *_, label in corpora.consistency],
+                                   dtype=torch.float32)
+
+    @staticmethod
+    def _tokenise(corpora: Corpora, tokenizer, max_length: int) -> dict[str, TokenColumn]:
+        def full(texts):
+            return TokenColumn(encode_texts(tokenizer, texts, max_length))
+
+        def shifted(texts):
+            return tuple(map(TokenColumn, encode_shifted(tokenizer, texts, max_length)))
+
+        question, answer = zip(*corpora.question_answering)
+        proposition0, proposition1, conclusion = zip(*corpora.reasoning)
+        statement0, statement1, _ = zip(*corpora.consistency)
+        offset_text, encode_decode = shifted(corpora.all_text)
+        conclusion_offset, reasoning = shifted(conclusion)
+        return {
+            "all_text": full(corpora.all_text), "offset_text": offset_text,
+            "encode_decode": encode_decode,
+            "question": full(question), "answer": full(answer),
+            "proposition0": full(proposition0), "proposition1": full(proposition1),
+            "conclusion_offset": conclusion_offset, "reasoning": reasoning,
+            "statement0": full(statement0), "statement1": full(statement1),
+        }
+
+    @classmethod
+    def from_directory(cls, directory: str | os.PathLike, tokenizer,
+                       max_length: int = DEFAULT_MAX_LENGTH) -> QaracDataset:
+        """Load the four CSVs from `directory` and tokenise them."""
+        return cls(Corpora.from_directory(directory), tokenizer, max_length)
+
+    def __len__(self) -> int:
+        return max(self.sizes.values())
+
+    def row(self, index: int, field: str) -> int:
+        """The corpus row a field of example `index` comes from (the cycling)."""
+        return index % self.sizes[FIELD_CORPUS[field]]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} out of range for {len(self)} examples")
+        example = {name: column[self.row(index, name)] for name, column in self.columns.items()}
+        example["consistency"] = self.labels[self.row(index, "consistency")]
+        return example
+
+
+# --- batching --------------------------------------------------------------------
+
+def collate(examples: Sequence[Mapping[str, torch.Tensor]], pad_id: int) -> QaracBatch:
+    """Pad a list of examples into a `QaracBatch`.
+
+    Each field is padded on its own, to the longest sequence of that field in
+    the batch. Token targets are padded with `pad_id` too; their mask marks the
+    real target tokens.
+
+    Args:
+        examples: B examples as returned by `QaracDataset.__getitem__`.
+        pad_id: the tokenizer's pad id.
+
+    Returns:
+        The batch: inputs (B, T_field) each, token targets (B, T_target) each,
+        consistency (B,) float32.
+    """
+    inputs = {name: pad_sequences([ex[name] for ex in examples], pad_id)
+              for name in INPUT_NAMES}
+    targets = {name: pad_sequences([ex[name] for ex in examples], pad_id)
+               for name in TARGET_NAMES if name != "consistency"}
+    targets["consistency"] = torch.stack(
+        [torch.as_tensor(ex["consistency"], dtype=torch.float32) for ex in examples])  # (B,)
+    return QaracBatch(inputs, targets)
+
+
+def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,
+                    sampler: Sampler | None = None, *, pad_id: int | None = None,
+                    num_workers: int = 0, drop_last: bool = False,
+                    pin_memory: bool = False) -> DataLoader:
+    """A deterministic `DataLoader` of `QaracBatch`es.
+
+    The shuffle order comes from a `torch.Generator` seeded with `seed` (the
+    loader's `generator`, whose state a checkpoint can save), never from the
+    global RNG. With a `sampler` (e.g. `DistributedSampler(dataset,
+    shuffle=True, seed=seed)`) the sampler owns the order and `shuffle` must be
+    False.
+
+    Args:
+        dataset: a `QaracDataset`, or any dataset of its examples.
+        batch_size: examples per batch (per process under DDP).
+        shuffle: draw a new permutation each epoch.
+        seed: seed of the loader's generator.
+        sampler: optional sampler, for instance a `DistributedSampler`.
+        pad_id: pad id; defaults to `dataset.pad_id`.
+        num_workers: worker processes (tokenisation is done up front, so 0 is
+            usually enough).
+        drop_last: drop a final incomplete batch.
+        pin_memory: pin batches for faster host-to-GPU copies.
+
+    Returns:
+        The loader.
+
+    Raises:
+        ValueError: both `shuffle` and a `sampler`, or no pad id to be found.
+    """
+    if sampler is not None and shuffle:
+        raise ValueError("pass shuffle=False with a sampler: the sampler decides the order "
+                         "(DistributedSampler(dataset, shuffle=True, seed=...))")
+    if pad_id is None:
+        pad_id = getattr(dataset, "pad_id", None)
+    if pad_id is None:
+        raise ValueError("the dataset has no pad_id attribute; pass pad_id=tokenizer.pad_token_id")
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+                      collate_fn=functools.partial(collate, pad_id=pad_id),
+                      num_workers=num_workers, drop_last=drop_last, pin_memory=pin_memory,
+                      generator=generator)
