@@ -8,6 +8,7 @@ every code path that takes "any local RoBERTa directory" is exercised by it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -96,19 +97,24 @@ def build_base_checkpoint(directory: str | os.PathLike, preset: str = "tiny", se
 
 def _save_tokenizer_if_compatible(directory: Path, vocab_size: int) -> None:
     """Ship the embedded tokenizer with the tiny model when its ids fit the vocabulary."""
-    try:
-        from qarac.tokenizer import load_default_tokenizer
-    except ImportError:  # tokenizer module not available: weights only
-        return
+    from qarac.tokenizer import load_default_tokenizer
+
     tokenizer = load_default_tokenizer()
     if len(tokenizer) <= vocab_size:
         tokenizer.save_pretrained(directory)
 
 
+def _tokenizer_fingerprint() -> str:
+    """Short hash of the shipped tokenizer, so a changed tokenizer never meets a stale cached model."""
+    from qarac.tokenizer import DEFAULT_TOKENIZER_DIR
+
+    return hashlib.sha256((Path(DEFAULT_TOKENIZER_DIR) / "tokenizer.json").read_bytes()).hexdigest()[:10]
+
+
 def tiny_model_dir(seed: int = TINY_SEED) -> Path:
     """The embedded tiny RoBERTa, built on first use into the cache
     (`$QARAC_HOME`, default `~/.cache/qarac`)."""
-    directory = _cache_root() / f"tiny-roberta-seed{seed}-{_CACHE_VERSION}"
+    directory = _cache_root() / f"tiny-roberta-seed{seed}-{_CACHE_VERSION}-{_tokenizer_fingerprint()}"
     if not (directory / "model.safetensors").is_file() or not (directory / "config.json").is_file():
         build_base_checkpoint(directory, "tiny", seed)
     return directory

@@ -11,14 +11,13 @@ import torch
 from torch import nn
 
 from qarac import _hf  # noqa: F401
+from qarac.batch import INPUT_NAMES
 from qarac.checkpoint import PretrainedMixin, load_base_model, read_roberta_config
 from qarac.config import QaracConfig
 from qarac.decoder import QaracDecoderModel
 from qarac.encoder import QaracEncoderModel, new_base_model
 from qarac.heads import l2_normalize
 
-INPUT_NAMES = ("all_text", "offset_text", "question", "answer", "proposition0", "proposition1",
-               "conclusion_offset", "statement0", "statement1")
 
 
 class Tokens(Protocol):

@@ -48,3 +48,12 @@ def test_roberta_base_preset_has_roberta_base_shapes():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         roberta_config("huge")
+
+
+def test_tiny_checkpoint_ships_the_embedded_tokenizer(tiny_model_dir):
+    from qarac.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    assert len(tokenizer) == 512
+    ids = tokenizer("The cat sat.")["input_ids"]
+    assert ids[0] == 0 and ids[-1] == 2

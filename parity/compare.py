@@ -1,0 +1,146 @@
+"""Numerical comparison of two frameworks' outputs, leaf by leaf.
+
+Like transformers' PT/TF equivalence checks: structure, shape and dtype are
+checked before values, NaN/inf must sit in the same places, and a value error
+is reported with more than its maximum: the worst element's position and
+values, the relative error there, p99 of the absolute error, the cosine, and
+(for token-aligned outputs) real tokens and padding positions apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+# Default absolute tolerance on the tiny model: float32 through two frameworks'
+# kernels (oneDNN in TF, ATen in torch) agrees to ~1e-6 on values of order 1.
+TINY_TOLERANCE = 1e-5
+
+
+@dataclass
+class Comparison:
+    """How far a PyTorch output is from the legacy one.
+
+    Attributes:
+        name: the output or stage compared.
+        shape: the (common) shape.
+        max_abs_err: max |pt - tf| over the elements that count (real tokens when a mask is given).
+        max_rel_err: |pt - tf| / max(|tf|, tiny) at that worst element.
+        worst_index: position of the worst element, e.g. (batch, token, unit).
+        worst_values: (pt, tf) at the worst element.
+        p99_abs_err: 99th percentile of |pt - tf|.
+        cosine: cosine of the flattened outputs.
+        padding_max_abs_err: max |pt - tf| over padding positions (None: no mask or no padding).
+        tolerance: absolute tolerance applied to max_abs_err.
+        passed: structure matched, non-finite values sit in the same places, and max_abs_err <= tolerance.
+        problem: why it failed, when the failure is structural.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs_err: float
+    max_rel_err: float
+    worst_index: tuple[int, ...]
+    worst_values: tuple[float, float]
+    p99_abs_err: float
+    cosine: float
+    padding_max_abs_err: float | None
+    tolerance: float
+    passed: bool
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _structural_failure(name: str, problem: str, tolerance: float, shape=()) -> Comparison:
+    nan = float("nan")
+    return Comparison(name, tuple(shape), nan, nan, (), (nan, nan), nan, nan, None, tolerance, False, problem)
+
+
+def compare_arrays(name: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANCE,
+                   token_mask: np.ndarray | None = None) -> Comparison:
+    """Compare one output of both frameworks.
+
+    Args:
+        name: what is compared (named in the report).
+        pt, tf: arrays (anything `np.asarray` takes: numpy, torch on CPU, tf eager tensors).
+        tolerance: absolute tolerance on the real-token elements.
+        token_mask: (B, T) 1 for real tokens; when given, the first two axes of
+            the outputs are (batch, token) and padding positions are reported apart.
+    """
+    pt, tf = np.asarray(pt), np.asarray(tf)
+    if pt.shape != tf.shape:
+        return _structural_failure(name, f"shape differs: pytorch {pt.shape} vs legacy {tf.shape}", tolerance, pt.shape)
+    if pt.dtype.kind != tf.dtype.kind:
+        return _structural_failure(name, f"dtype differs: pytorch {pt.dtype} vs legacy {tf.dtype}", tolerance, pt.shape)
+    if pt.size == 0:
+        return _structural_failure(name, "empty output", tolerance, pt.shape)
+    pt64, tf64 = pt.astype(np.float64), tf.astype(np.float64)
+    if not np.array_equal(np.isfinite(pt64), np.isfinite(tf64)) or not np.array_equal(np.isnan(pt64), np.isnan(tf64)):
+        return _structural_failure(name, "NaN/inf at different positions", tolerance, pt.shape)
+    finite = np.isfinite(pt64)
+    error = np.where(finite, np.abs(pt64 - tf64), 0.0)
+    real = np.ones(pt.shape, dtype=bool)
+    padding_err = None
+    if token_mask is not None:
+        mask = np.asarray(token_mask).astype(bool)
+        real = np.broadcast_to(mask.reshape(mask.shape + (1,) * (pt.ndim - 2)), pt.shape)
+        if (~real).any():
+            padding_err = float(error[~real].max())
+    counted = np.where(real, error, -1.0)
+    worst = np.unravel_index(int(np.argmax(counted)), pt.shape)
+    max_abs = float(error[worst])
+    rel = max_abs / max(abs(float(tf64[worst])), 1e-12)
+    p99 = float(np.percentile(error[real], 99))
+    a, b = pt64[finite].ravel(), tf64[finite].ravel()
+    denominator = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(a @ b / denominator) if denominator > 0 else float(np.array_equal(a, b))
+    return Comparison(name, tuple(pt.shape), max_abs, rel, tuple(int(i) for i in worst),
+                      (float(pt64[worst]), float(tf64[worst])), p99, cosine, padding_err, tolerance,
+                      max_abs <= tolerance)
+
+
+def compare_trees(prefix: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANCE,
+                  token_masks: Mapping[str, np.ndarray] | None = None) -> list[Comparison]:
+    """Walk nested dicts/lists of outputs, naming every leaf `prefix.key.index`.
+
+    A key present on one side only is a structural failure named after it.
+    """
+    token_masks = token_masks or {}
+    if isinstance(pt, Mapping) or isinstance(tf, Mapping):
+        if not (isinstance(pt, Mapping) and isinstance(tf, Mapping)):
+            return [_structural_failure(prefix, "one side is a mapping, the other is not", tolerance)]
+        results = []
+        for key in sorted(set(pt) | set(tf)):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in pt or key not in tf:
+                side = "pytorch" if key in pt else "legacy"
+                results.append(_structural_failure(name, f"only the {side} side has it", tolerance))
+            else:
+                results += compare_trees(name, pt[key], tf[key], tolerance, token_masks)
+        return results
+    if isinstance(pt, (list, tuple)) and isinstance(tf, (list, tuple)):
+        if len(pt) != len(tf):
+            return [_structural_failure(prefix, f"{len(pt)} vs {len(tf)} items", tolerance)]
+        return [c for i, (a, b) in enumerate(zip(pt, tf)) for c in compare_trees(f"{prefix}.{i}", a, b, tolerance, token_masks)]
+    return [compare_arrays(prefix, pt, tf, tolerance, token_masks.get(prefix))]
+
+
+@dataclass
+class ParityFailure(AssertionError):
+    """Raised by the assert_* helpers; carries the failing comparisons."""
+
+    failures: list[Comparison] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = []
+        for c in self.failures:
+            if c.problem:
+                lines.append(f"{c.name}: {c.problem}")
+            else:
+                lines.append(f"{c.name}: max abs err {c.max_abs_err:.3g} > {c.tolerance:.1g} at {c.worst_index} "
+                             f"(pytorch {c.worst_values[0]:.6g}, legacy {c.worst_values[1]:.6g}), p99 {c.p99_abs_err:.3g}")
+        return "forward parity failed:\n  " + "\n  ".join(lines)

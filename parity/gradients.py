@@ -1,0 +1,107 @@
+"""Gradient flow: which parameters get a gradient, in which framework and mode.
+
+The PyTorch side is computed here; the legacy side comes from
+`legacy_keras.gradients` and is mapped onto PyTorch names by the weight bridge,
+so every row of the report speaks of the same parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from parity.groups import ordered_groups, parameter_group
+from qarac import QaracLoss, QaracTrainerModel
+
+OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
+
+# Why a parameter misses its gradient.
+DEAD = "dead parameter: no path from any loss to it, in any framework"
+LOST = "lost gradient: used in the forward pass, but this execution mode drops its gradient"
+
+
+@dataclass
+class GradientFlow:
+    """One framework/mode's gradient census, over canonical PyTorch names.
+
+    Attributes:
+        missing: parameters whose gradient is None (never reached).
+        zero: parameters whose gradient exists but is all zeros.
+        nonfinite: parameters whose gradient holds NaN or inf.
+        causes: for each missing parameter, DEAD or LOST.
+        group_stats: per parameter group, mean and max |grad| over its elements.
+    """
+
+    missing: list[str] = field(default_factory=list)
+    zero: list[str] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)
+    causes: dict[str, str] = field(default_factory=dict)
+    group_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def census(gradients: Mapping[str, np.ndarray | None]) -> GradientFlow:
+    """Classify gradients keyed by canonical PyTorch name (None: no gradient)."""
+    flow = GradientFlow()
+    sums: dict[str, list[float]] = {}
+    for name in sorted(gradients):
+        grad = gradients[name]
+        group = parameter_group(name)
+        if grad is None:
+            flow.missing.append(name)
+            continue
+        grad = np.asarray(grad, dtype=np.float64)
+        if not np.isfinite(grad).all():
+            flow.nonfinite.append(name)
+        elif not np.any(grad):
+            flow.zero.append(name)
+        total, peak, count = sums.get(group, [0.0, 0.0, 0])
+        magnitude = np.abs(np.nan_to_num(grad))
+        sums[group] = [total + float(magnitude.sum()), max(peak, float(magnitude.max(initial=0.0))), count + grad.size]
+    for group in ordered_groups(gradients):
+        if group in sums:
+            total, peak, count = sums[group]
+            flow.group_stats[group] = {"mean_abs": total / max(count, 1), "max_abs": peak}
+    return flow
+
+
+def torch_gradients(model: QaracTrainerModel, inputs, targets,
+                    objective: str | None = None) -> dict[str, np.ndarray | None]:
+    """Gradients of the total loss (or one objective's) after one backward, keyed by parameter name."""
+    model.zero_grad(set_to_none=True)
+    losses = QaracLoss(model.config)(model(inputs), targets)
+    loss = losses.total if objective is None else getattr(losses, objective)
+    loss.backward()
+    result = {name: None if p.grad is None else p.grad.detach().cpu().numpy().copy()
+              for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    return result
+
+
+def reachability(per_objective: Mapping[str, Mapping[str, np.ndarray | None]]) -> dict[str, dict[str, bool]]:
+    """{group: {objective: True if that objective's loss gives any parameter of the group a non-zero gradient}}."""
+    names = next(iter(per_objective.values())).keys()
+    matrix = {group: {objective: False for objective in per_objective} for group in ordered_groups(names)}
+    for objective, gradients in per_objective.items():
+        for name, grad in gradients.items():
+            if grad is not None and np.any(grad):
+                matrix[parameter_group(name)][objective] = True
+    return matrix
+
+
+def torch_reachability(model: QaracTrainerModel, inputs, targets) -> dict[str, dict[str, bool]]:
+    return reachability({objective: torch_gradients(model, inputs, targets, objective) for objective in OBJECTIVES})
+
+
+def attribute_causes(flow: GradientFlow, references: list[Mapping[str, np.ndarray | None]]) -> None:
+    """Fill `flow.causes`. A parameter that no reference run (PyTorch legacy
+    preset, TF eager) gives a non-zero gradient is dead; one that some reference
+    run does reach lost its gradient in this mode."""
+    for name in flow.missing:
+        reached = any(reference.get(name) is not None and np.any(reference[name]) for reference in references)
+        flow.causes[name] = LOST if reached else DEAD
