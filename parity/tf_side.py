@@ -46,3 +46,63 @@ def disable_tf32() -> bool:
     """Turn TF32 matmuls off and read the setting back."""
     tf.config.experimental.enable_tensor_float_32_execution(False)
     return not tf.config.experimental.tensor_float_32_execution_enabled()
+
+
+def _objective_losses(outputs: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+    from legacy_keras.build import legacy_losses
+
+    return {name: loss(targets[name], outputs[name]) for name, loss in legacy_losses().items()}
+
+
+def _tape_step(model: Any, batch: Any, targets: Any, objective: str | None):
+    with tf.GradientTape() as tape:
+        losses = _objective_losses(model(batch, training=False), targets)
+        loss = tf.add_n(list(losses.values())) if objective is None else losses[objective]
+    return tape.gradient(loss, model.trainable_variables)
+
+
+def tf_gradients(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any], mode: str = "eager",
+                 objective: str | None = None) -> dict[str, np.ndarray | None]:
+    """Gradients of the legacy trainer's total loss (or one objective's), keyed by TF variable name.
+
+    Args:
+        mode: "eager" (a GradientTape run eagerly) or "graph" (the same step in `tf.function`).
+        objective: one of the four outputs, or None for the plain sum `fit` minimises.
+
+    Dropout is off (`training=False`) so the gradients can be compared with PyTorch's.
+    """
+    if mode not in ("eager", "graph"):
+        raise ValueError(f"mode must be 'eager' or 'graph', got {mode!r}")
+    batch = tf_inputs(inputs)
+    tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
+    step = _tape_step if mode == "eager" else tf.function(_tape_step)
+    gradients = step(model, batch, tf_target, objective)
+    return {variable.name: None if grad is None else np.asarray(tf.convert_to_tensor(grad))
+            for variable, grad in zip(model.trainable_variables, gradients)}
+
+
+def tf_eager_gradients_per_objective(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]
+                                     ) -> dict[str | None, dict[str, np.ndarray | None]]:
+    """Eager gradients of the total loss (key None) and of each objective, from one forward pass."""
+    batch = tf_inputs(inputs)
+    tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
+    with tf.GradientTape(persistent=True) as tape:
+        losses = _objective_losses(model(batch, training=False), tf_target)
+        losses[None] = tf.add_n(list(losses.values()))
+    variables = model.trainable_variables
+    result = {}
+    for objective, loss in losses.items():
+        gradients = tape.gradient(loss, variables)
+        result[objective] = {variable.name: None if grad is None else np.asarray(tf.convert_to_tensor(grad))
+                             for variable, grad in zip(variables, gradients)}
+    del tape
+    return result
+
+
+def tf_fit_missing(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> list[str]:
+    """Variables named by TensorFlow's "Gradients do not exist" warning during one `fit` step."""
+    from legacy_keras.gradients import gradient_report
+
+    batch = tf_inputs(inputs)
+    tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
+    return list(gradient_report(model, batch, tf_target, mode="fit").missing)

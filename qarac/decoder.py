@@ -11,7 +11,7 @@ from torch import nn
 from qarac import _hf  # noqa: F401
 from qarac.checkpoint import PretrainedMixin, load_base_model
 from qarac.config import QaracConfig
-from qarac.encoder import new_base_model
+from qarac.encoder import new_base_model, release_padding_rows
 from qarac.heads import QaracDecoderHead
 from qarac.validation import check_token_ids, check_vectors
 from transformers import RobertaModel
@@ -28,7 +28,7 @@ class QaracDecoderModel(PretrainedMixin, nn.Module):
     def __init__(self, config: QaracConfig, decoder: RobertaModel | None = None):
         super().__init__()
         self.config = config
-        self.decoder = decoder if decoder is not None else new_base_model(config, is_decoder=True)
+        self.decoder = release_padding_rows(decoder if decoder is not None else new_base_model(config, is_decoder=True))
         self.decoder_head = QaracDecoderHead(config, self.decoder.embeddings.word_embeddings)
 
     @classmethod

@@ -20,6 +20,20 @@ def new_base_model(config: QaracConfig, is_decoder: bool = False) -> RobertaMode
     return RobertaModel(config.roberta_config(is_decoder=is_decoder), add_pooling_layer=config.keep_pooler)
 
 
+def release_padding_rows(base: RobertaModel) -> RobertaModel:
+    """Let the `<pad>` rows of the word and position tables receive gradients, as in TF.
+
+    HF's PyTorch RoBERTa builds both embeddings with `padding_idx`, which zeroes
+    the gradient of that row; TF's has no such rule. Where padding influences
+    the loss (the legacy preset: padding leaks into the pooling head and the
+    cross-entropy), the legacy trains that row and so must the port. Where it
+    does not (the default), its gradient is zero anyway. Forward values are unchanged.
+    """
+    base.embeddings.word_embeddings.padding_idx = None
+    base.embeddings.position_embeddings.padding_idx = None
+    return base
+
+
 class QaracEncoderModel(PretrainedMixin, nn.Module):
     """Encodes token ids (B, T) into one vector per text (B, H).
 
@@ -30,7 +44,7 @@ class QaracEncoderModel(PretrainedMixin, nn.Module):
     def __init__(self, config: QaracConfig, encoder: RobertaModel | None = None):
         super().__init__()
         self.config = config
-        self.encoder = encoder if encoder is not None else new_base_model(config)
+        self.encoder = release_padding_rows(encoder if encoder is not None else new_base_model(config))
         self.head = GlobalAttentionPoolingHead(config)
 
     @classmethod

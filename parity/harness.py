@@ -1,0 +1,246 @@
+"""The parity pipeline: weight bridge -> forward -> layers -> gradients ->
+gradient parity -> deviation ledger, returning one `ParityReport`.
+
+Formatting (terminal tables, JSON, Markdown, the plot) lives in
+`parity.report`; this module only computes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from parity import bridge, forward, gradient_parity, gradients, ledger
+from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
+from parity.inputs import all_padding_row, max_length_batch, sample_batch, unpadded
+from qarac import QaracConfig, QaracTrainerModel
+from qarac.checkpoint import read_roberta_config
+
+# Measured on roberta-base shapes with random weights (bench/parity_speed.py):
+# twelve layers of float32 from two kernel libraries drift further than two.
+ROBERTA_BASE_TOLERANCE = 1e-4
+
+
+@dataclass
+class ParityReport:
+    """Everything the harness measured; see README "The parity report" for each field."""
+
+    model: str
+    versions: dict[str, str]
+    determinism: dict[str, bool] = field(default_factory=dict)
+    weights: dict[str, Any] = field(default_factory=dict)
+    forward: list[dict[str, Any]] = field(default_factory=list)
+    special_cases: dict[str, Any] = field(default_factory=dict)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    first_failing_stage: str | None = None
+    gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
+    reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
+    gradient_parity: list[dict[str, Any]] = field(default_factory=list)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
+    training: dict[str, Any] | None = None
+    checks: dict[str, bool] = field(default_factory=dict)
+    passed: bool = False
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], progress: Callable[[str], None]):
+        self.timings, self.progress = timings, progress
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.progress(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def versions() -> dict[str, str]:
+    import tensorflow as tf
+    import tf_keras
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "tensorflow": tf.__version__,
+            "tf_keras": tf_keras.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
+
+
+def determinism_checks(pt_model: QaracTrainerModel, tf_model: Any, inputs) -> dict[str, bool]:
+    """TF32 off in both frameworks and dropout off, read back; a repeated forward is identical."""
+    from parity.tf_side import disable_tf32
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    pt_model.eval()
+    vector = np.zeros((inputs["offset_text"].input_ids.shape[0], pt_model.config.hidden_size), np.float32)
+    first_pt, second_pt = (forward.pt_outputs(pt_model, inputs, vector) for _ in range(2))
+    first_tf, second_tf = (forward.tf_outputs(tf_model, inputs, vector) for _ in range(2))
+    return {
+        "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
+        "tf_tf32_off": disable_tf32(),
+        "torch_dropout_off": not any(module.training for module in pt_model.modules()),
+        "torch_repeat_identical": all(np.array_equal(first_pt[k], second_pt[k]) for k in first_pt),
+        "tf_repeat_identical": all(np.array_equal(first_tf[k], second_tf[k]) for k in first_tf),
+    }
+
+
+def build_models(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, QaracTrainerModel, bridge.WeightMap]:
+    """Legacy trainer from the directory; PyTorch legacy preset and default with its weights bridged."""
+    from legacy_keras.build import build_trainer
+
+    tf_model = build_trainer(model_dir, seed=seed, compile=True)
+    architecture = QaracConfig.from_roberta_config(read_roberta_config(model_dir))
+    pt_legacy = QaracTrainerModel(architecture.legacy()).eval()
+    weight_map = bridge.copy_tf_to_pt(tf_model, pt_legacy)
+    pt_default = QaracTrainerModel(architecture.fixed()).eval()
+    pt_default.load_state_dict({k: v for k, v in pt_legacy.state_dict().items() if ".pooler." not in k})
+    return tf_model, pt_legacy, pt_default, weight_map
+
+
+def _round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: bridge.WeightMap) -> bool:
+    """PT -> TF -> PT reproduces every parameter bit for bit."""
+    original = {k: v.clone() for k, v in pt_model.state_dict().items()}
+    bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
+    bridge.copy_tf_to_pt(tf_model, pt_model, weight_map)
+    return all(torch.equal(original[k], v) for k, v in pt_model.state_dict().items())
+
+
+def run_parity(model_dir: Path, tolerance: float = TINY_TOLERANCE, seed: int = 0, batch_size: int = 4,
+               train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
+    """Run every stage of the harness on one RoBERTa directory."""
+    report = ParityReport(model=str(model_dir), versions=versions())
+    timer = _Timer(report.timings_s, progress)
+    start = time.perf_counter()
+    fit_probe = start_fit_probe(model_dir, seed)  # runs beside the rest: tracing `fit` is the slowest step
+    with timer.stage("build"):
+        tf_model, pt_legacy, pt_default, weight_map = build_models(model_dir, seed)
+        batch = sample_batch(model_dir, pt_legacy.config, batch_size, seed)
+    with timer.stage("weights"):
+        report.weights = {**weight_map.summary(), "round_trip_bit_exact": _round_trip_exact(tf_model, pt_legacy, weight_map)}
+    with timer.stage("determinism"):
+        report.determinism = determinism_checks(pt_legacy, tf_model, batch.inputs)
+    with timer.stage("forward"):
+        cases = {"padded": batch.inputs, "unpadded": unpadded(batch).inputs,
+                 "max_length": max_length_batch(pt_legacy.config, seed)}
+        comparisons = [c for case, inputs in cases.items()
+                       for c in forward.compare_outputs(pt_legacy, tf_model, inputs, case, tolerance, seed)]
+        report.forward = [c.to_dict() for c in comparisons]
+        report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, tf_model, batch, tolerance)
+    with timer.stage("layers"):
+        localisation = forward.localise(pt_legacy, tf_model, batch.inputs, tolerance, seed)
+        report.layers = [c.to_dict() for c in localisation.stages]
+        report.first_failing_stage = localisation.first_failure
+    with timer.stage("gradients"):
+        _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batch, fit_probe)
+    with timer.stage("deviations"):
+        report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, batch.inputs, batch.targets)]
+    if train_steps:
+        with timer.stage("training"):
+            from parity.training import training_parity
+
+            report.training = training_parity(model_dir, train_steps, batch_size, seed).to_dict()
+    report.checks = _checks(report, comparisons)
+    report.passed = all(report.checks.values())
+    report.timings_s["total"] = round(time.perf_counter() - start, 3)
+    return report
+
+
+def _all_padding_row(pt_model, tf_model, batch, tolerance) -> dict[str, Any]:
+    """A batch whose last row is padding only: real rows must still agree; say what each side returns there."""
+    inputs = all_padding_row(batch).inputs
+    vector = np.random.default_rng(0).normal(size=(len(inputs["question"].input_ids), pt_model.config.hidden_size)).astype(np.float32)
+    pt, tf = forward.pt_outputs(pt_model, inputs, vector), forward.tf_outputs(tf_model, inputs, vector)
+    real_rows = {name: compare_arrays(name, pt[name][:-1], tf[name][:-1], tolerance).to_dict() for name in pt}
+    padding_row = {name: {"pytorch_finite": bool(np.isfinite(pt[name][-1]).all()),
+                          "legacy_finite": bool(np.isfinite(tf[name][-1]).all()),
+                          "max_abs_diff": float(np.abs(pt[name][-1] - tf[name][-1]).max())} for name in pt}
+    return {"real_rows": real_rows, "padding_row": padding_row,
+            "passed": all(c["passed"] for c in real_rows.values())
+            and all(v["pytorch_finite"] and v["legacy_finite"] for v in padding_row.values())}
+
+
+def start_fit_probe(model_dir: Path, seed: int) -> subprocess.Popen:
+    """One legacy `fit` step in a separate process (`python -m legacy_keras.reproduce`).
+
+    The process builds the legacy trainer the same way (same variable names)
+    and reports the variables TensorFlow's warning names. Running it beside the
+    harness halves the wall time on two cores; which variables get a gradient
+    does not depend on the batch's values.
+    """
+    command = [sys.executable, "-m", "legacy_keras.reproduce", "--model", str(model_dir), "--seed", str(seed)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_fit_probe(probe: subprocess.Popen, timeout: float = 900) -> list[str]:
+    stdout, stderr = probe.communicate(timeout=timeout)
+    if probe.returncode != 0:
+        raise RuntimeError(f"the legacy fit probe failed (exit {probe.returncode}): {stderr[-2000:]}")
+    return json.loads(stdout)["missing_gradients"]
+
+
+def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batch, fit_probe) -> None:
+    from parity.tf_side import tf_eager_gradients_per_objective, tf_gradients
+
+    to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
+    eager = {key: to_pt(grads) for key, grads in
+             tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets).items()}
+    raw = {
+        "tf/eager": eager[None],
+        "tf/graph": to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph")),
+        "pt/legacy": gradients.torch_gradients(pt_legacy, batch.inputs, batch.targets),
+        "pt/default": gradients.torch_gradients(pt_default, batch.inputs, batch.targets),
+    }
+    fit_warning = finish_fit_probe(fit_probe)
+    fit_missing = {weight_map.tf_to_pt()[name] for name in fit_warning}
+    references = [raw["pt/legacy"], raw["tf/eager"]]
+    flows = {key: gradients.census(grads) for key, grads in raw.items()}
+    flows["tf/fit"] = gradients.GradientFlow(missing=sorted(fit_missing))  # fit shows only the warning's list
+    for flow in flows.values():
+        gradients.attribute_causes(flow, references)
+    order = ("tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default")
+    report.gradients = {key: flows[key].to_dict() for key in order}
+    report.gradients["tf/fit"]["warning_names"] = fit_warning  # as TensorFlow printed them (the seed's names)
+    report.reachability = {
+        "pt/legacy": gradients.torch_reachability(pt_legacy, batch.inputs, batch.targets),
+        "pt/default": gradients.torch_reachability(pt_default, batch.inputs, batch.targets),
+        "tf/eager": gradients.reachability({objective: eager[objective] for objective in gradients.OBJECTIVES}),
+    }
+    report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
+
+
+SEED_MISSING = {
+    "question_encoder.encoder.pooler.dense.weight", "question_encoder.encoder.pooler.dense.bias",
+    "decoder.decoder.pooler.dense.weight", "decoder.decoder.pooler.dense.bias",
+    "question_encoder.head.local_projection", "answer_encoder.head.local_projection",
+}
+
+
+def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bool]:
+    """Every check the exit code depends on. Missing legacy gradients are findings, checked to be the known ones."""
+    grads = report.gradients
+    return {
+        "weights_complete": not (report.weights["tf_only"] or report.weights["pt_only"] or report.weights["mismatched"]),
+        "weights_round_trip": report.weights["round_trip_bit_exact"],
+        "determinism": all(report.determinism.values()),
+        "forward": all(c.passed for c in comparisons),
+        "all_padding_row": report.special_cases["all_padding_row"]["passed"],
+        "layers": report.first_failing_stage is None,
+        "tf_graph_and_fit_miss_the_seed_six": set(grads["tf/graph"]["missing"]) == SEED_MISSING
+        and set(grads["tf/fit"]["missing"]) == SEED_MISSING,
+        "pt_default_misses_none": not (grads["pt/default"]["missing"] or grads["pt/default"]["zero"]
+                                       or grads["pt/default"]["nonfinite"]),
+        "gradient_parity": all(c["passed"] for c in report.gradient_parity),
+        "training": report.training is None or report.training.get("passed", False),
+    }

@@ -1,0 +1,38 @@
+"""`python -m legacy_keras.reproduce`: one fit step prints the seed's six variables."""
+
+import json
+
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
+pytestmark = pytest.mark.legacy
+
+from conftest import POOLERS, SEED_MISSING  # noqa: E402
+
+
+@pytest.mark.slow
+def test_reproduce_prints_the_seeds_six_variables(capsys):
+    from legacy_keras.reproduce import main
+
+    assert main([]) == 0
+    result = json.loads(capsys.readouterr().out)
+    # Exactly the seed's list, names and order. With tensorflow 2.21 / tf-keras
+    # 2.21 / transformers 4.57 no name differs from the seed's (older TF/Keras 2).
+    assert result["missing_gradients"] == SEED_MISSING
+    assert result["tensorflow"] == tf.__version__
+    assert set(result) == {"missing_gradients", "tensorflow", "keras", "transformers"}
+
+
+@pytest.mark.slow
+def test_reproduce_with_the_fix_leaves_only_the_poolers(tmp_path):
+    from legacy_keras.reproduce import reproduce
+    from qarac.presets import tiny_model_dir
+
+    assert reproduce(tiny_model_dir(), fixed=True)["missing_gradients"] == POOLERS
+
+
+def test_reproduce_reports_a_bad_model_directory(tmp_path, capsys):
+    from legacy_keras.reproduce import main
+
+    assert main(["--model", str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
