@@ -22,7 +22,9 @@ from legacy_keras.models import (
     max_tokens,
 )
 
-PT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+PT_WEIGHTS = ("model.safetensors",)
+# Pickled PyTorch weights can run code when loaded: never read them by default.
+PICKLED_WEIGHTS = ("pytorch_model.bin",)
 TF_WEIGHTS = ("tf_model.h5",)
 
 # The original's optimiser: Nadam with ExponentialDecay(1e-5, 100 steps, 0.99).
@@ -66,7 +68,8 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
 
     Args:
         model_dir: an HF RoBERTa directory with model.safetensors,
-            pytorch_model.bin (loaded with `from_pt=True`) or tf_model.h5.
+            (loaded with `from_pt=True`) or tf_model.h5; pickled `pytorch_model.bin`
+            is refused (convert it to safetensors).
         is_decoder: build the causal decoder base.
 
     Raises:
@@ -80,6 +83,10 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
     tf_weights = [name for name in TF_WEIGHTS if (model_dir / name).is_file()]
     pt_weights = [name for name in PT_WEIGHTS if (model_dir / name).is_file()]
     if not tf_weights and not pt_weights:
+        pickled = [name for name in PICKLED_WEIGHTS if (model_dir / name).is_file()]
+        if pickled:
+            raise ValueError(f"{model_dir} holds only pickled weights {pickled}, which are not loaded "
+                             "(unpickling can run code); convert them to model.safetensors")
         raise FileNotFoundError(
             f"{model_dir} has no weights: expected one of {list(TF_WEIGHTS + PT_WEIGHTS)}"
         )

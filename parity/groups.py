@@ -14,8 +14,8 @@ GROUP_RULES: tuple[tuple[str, str], ...] = (
     (r"^question_encoder\.encoder\.pooler\.", "encoder base: pooler"),
     (r"^question_encoder\.encoder\.embeddings\.", "encoder base: embeddings"),
     (r"^question_encoder\.encoder\.encoder\.layer\.(\d+)\.", "encoder base: layer {0}"),
-    (r"^question_encoder\.head\.", "question encoder head"),
-    (r"^answer_encoder\.head\.", "answer encoder head"),
+    (r"^question_encoder\.head\.(\w+)_projection$", "question encoder head: {0} projection"),
+    (r"^answer_encoder\.head\.(\w+)_projection$", "answer encoder head: {0} projection"),
     (r"^decoder\.decoder\.pooler\.", "decoder base: pooler"),
     (r"^decoder\.decoder\.embeddings\.", "decoder base: embeddings"),
     (r"^decoder\.decoder\.encoder\.layer\.(\d+)\.", "decoder base: layer {0}"),
@@ -33,11 +33,13 @@ def parameter_group(name: str) -> str:
     raise KeyError(f"parameter {name!r} belongs to no group of parity.groups.GROUP_RULES")
 
 
-def ordered_groups(names) -> list[str]:
-    """Groups of `names` in model order (rule order, then layer number)."""
-    def key(group: str):
-        rule = next(i for i, (_, label) in enumerate(GROUP_RULES) if label.split("{")[0] in group)
-        number = re.findall(r"\d+$", group)
-        return rule, int(number[0]) if number else -1
+def group_order(group: str) -> tuple[int, int, str]:
+    """Sort key putting groups in model order (rule order, then layer number)."""
+    rule = next(i for i, (_, label) in enumerate(GROUP_RULES) if group.startswith(label.split("{")[0]))
+    number = re.findall(r"\d+$", group)
+    return rule, int(number[0]) if number else -1, group
 
-    return sorted({parameter_group(name) for name in names}, key=key)
+
+def ordered_groups(names) -> list[str]:
+    """Groups of the parameter `names`, in model order."""
+    return sorted({parameter_group(name) for name in names}, key=group_order)

@@ -75,6 +75,15 @@ def test_directory_without_weights(tmp_path):
         load_base_model(tmp_path)
 
 
+def test_pickled_weights_are_refused(tmp_path):
+    from qarac.presets import tiny_model_dir
+
+    shutil.copy(tiny_model_dir() / "config.json", tmp_path / "config.json")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ValueError, match=r"only pickled weights \['pytorch_model.bin'\], which are not loaded"):
+        load_base_model(tmp_path)
+
+
 def test_corrupt_weights_file(tmp_path):
     from qarac.presets import tiny_model_dir
 

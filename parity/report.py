@@ -1,0 +1,185 @@
+"""Formatting of a `ParityReport`: terminal tables (rich), JSON, Markdown.
+
+Files are written atomically: a failed run leaves an earlier report intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.table import Table
+
+from parity.harness import ParityReport
+from qarac.checkpoint import atomic_write_text
+
+JSON_SCHEMA_VERSION = 1
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "pass" if value else "FAIL"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3g}"
+    return str(value)
+
+
+def _short(names: Iterable[str], limit: int = 3) -> str:
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit})" if len(names) > limit else "") if names else "none"
+
+
+# --- rows shared by the terminal and Markdown renderings ---------------------------------------
+
+def forward_rows(report: ParityReport) -> list[list[str]]:
+    return [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["max_rel_err"]), _fmt(c["p99_abs_err"]),
+             f"{c['cosine']:.8f}" if not math.isnan(c["cosine"]) else "nan", str(tuple(c["worst_index"])),
+             _fmt(c["padding_max_abs_err"]), _fmt(c["tolerance"]), c["problem"] or _fmt(c["passed"])]
+            for c in report.forward]
+
+
+FORWARD_HEADER = ["output", "max abs err", "rel err @ worst", "p99 abs err", "cosine", "worst (b, t, ...)",
+                  "padding max err", "tol", "result"]
+
+
+def layer_rows(report: ParityReport) -> list[list[str]]:
+    return [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["p99_abs_err"]), _fmt(c["padding_max_abs_err"]),
+             _fmt(c["passed"])] for c in report.layers]
+
+
+LAYER_HEADER = ["stage", "max abs err", "p99 abs err", "padding max err", "result"]
+
+
+def gradient_rows(report: ParityReport) -> list[list[str]]:
+    rows = []
+    for mode, flow in report.gradients.items():
+        causes = sorted(set(flow.get("causes", {}).values()))
+        rows.append([mode, str(len(flow["missing"])), _short(flow["missing"]), str(len(flow["zero"])),
+                     str(len(flow["nonfinite"])), "; ".join(cause.split(":")[0] for cause in causes) or "-"])
+    return rows
+
+
+GRADIENT_HEADER = ["mode", "missing", "missing parameters", "all-zero", "non-finite", "cause"]
+
+
+def reachability_rows(report: ParityReport, framework: str) -> tuple[list[str], list[list[str]]]:
+    matrix = report.reachability[framework]
+    objectives = list(next(iter(matrix.values())))
+    return ["parameter group", *objectives], [[group, *("yes" if row[o] else "." for o in objectives)]
+                                               for group, row in matrix.items()]
+
+
+def deviation_rows(report: ParityReport) -> list[list[str]]:
+    rows = []
+    for d in report.deviations:
+        outputs = ", ".join(f"{k} {v:.3g}" for k, v in d["output_change"].items())
+        rows.append([d["option"], outputs, f"{d['loss_change']['total']:.3g}", str(d["parameters_removed"]),
+                     d["explanation"]])
+    return rows
+
+
+DEVIATION_HEADER = ["option (legacy -> fixed)", "max output change", "total loss change", "params removed", "why"]
+
+
+def summary_rows(report: ParityReport) -> list[list[str]]:
+    w = report.weights
+    worst_grad = max((c["max_rel_err"] for c in report.gradient_parity), default=float("nan"))
+    tolerance = report.gradient_parity[0]["tolerance"] if report.gradient_parity else float("nan")
+    return [
+        ["weights mapped", str(w["mapped"])],
+        ["legacy-only / PyTorch-only / shape mismatches", f"{len(w['tf_only'])} / {len(w['pt_only'])} / {len(w['mismatched'])}"],
+        ["tied parameters", _short(w["tied"])],
+        ["shared groups", str(len(w["shared"]))],
+        ["PT -> TF -> PT round trip bit-exact", _fmt(w["round_trip_bit_exact"])],
+        ["first stage over tolerance", report.first_failing_stage or "none"],
+        ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
+        *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
+        *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
+        *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in report.timings_s.items()],
+    ]
+
+
+def training_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
+    training = report.training or {}
+    header = ["step", "legacy total", "pytorch total", "abs diff", *[f"{o} diff" for o in training.get("objectives", [])]]
+    rows = []
+    for step in training.get("steps", []):
+        rows.append([str(step["step"]), f"{step['legacy']['total']:.6f}", f"{step['pytorch']['total']:.6f}",
+                     f"{step['abs_diff']['total']:.2g}", *[f"{step['abs_diff'][o]:.2g}" for o in training["objectives"]]])
+    return header, rows
+
+
+# --- terminal ------------------------------------------------------------------------------------
+
+def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def print_report(report: ParityReport, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[bold]QARAC parity report[/bold]: {report.model}")
+    console.print(", ".join(f"{k} {v}" for k, v in report.versions.items()))
+    console.print(_table("Forward parity (PyTorch legacy preset vs legacy Keras, eval mode)", FORWARD_HEADER, forward_rows(report)))
+    console.print(_table("Stage by stage", LAYER_HEADER, layer_rows(report)))
+    console.print(_table("Gradient flow", GRADIENT_HEADER, gradient_rows(report)))
+    for framework in report.reachability:
+        header, rows = reachability_rows(report, framework)
+        console.print(_table(f"Which objective reaches which parameters ({framework})", header, rows))
+    console.print(_table("Deviation ledger (each option switched alone)", DEVIATION_HEADER, deviation_rows(report)))
+    if report.training:
+        header, rows = training_rows(report)
+        console.print(_table("Training parity (legacy fit vs PyTorch legacy preset)", header, rows))
+    console.print(_table("Summary", ["", ""], summary_rows(report)))
+    verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
+    console.print(f"parity {verdict} in {report.timings_s.get('total', float('nan')):.1f} s")
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+def report_json(report: ParityReport) -> str:
+    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}, indent=2, allow_nan=True)
+
+
+def write_json(report: ParityReport, path: Path) -> None:
+    atomic_write_text(Path(path), report_json(report))
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    escape = lambda cell: str(cell).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(escape(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def report_markdown(report: ParityReport) -> str:
+    parts = [f"# QARAC parity report\n\nModel: `{report.model}`  \nResult: **{'PASSED' if report.passed else 'FAILED'}**\n",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + "\n",
+             "## Summary\n", _markdown_table(["", ""], summary_rows(report)),
+             "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
+             "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
+             "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report))]
+    causes = {name: cause for flow in report.gradients.values() for name, cause in flow.get("causes", {}).items()}
+    parts += ["\nWhy each missing gradient is missing:\n"] + [f"- `{name}`: {cause}" for name, cause in sorted(causes.items())]
+    for framework in report.reachability:
+        header, rows = reachability_rows(report, framework)
+        parts += [f"\n## Reachability ({framework})\n", _markdown_table(header, rows)]
+    parts += ["\n## Deviation ledger\n", _markdown_table(DEVIATION_HEADER, deviation_rows(report))]
+    if report.training:
+        header, rows = training_rows(report)
+        parts += ["\n## Training parity\n", _markdown_table(header, rows)]
+    return "\n".join(parts) + "\n"
+
+
+def write_markdown(report: ParityReport, path: Path) -> None:
+    atomic_write_text(Path(path), report_markdown(report))
