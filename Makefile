@@ -1,5 +1,5 @@
 # Each target bootstraps .venv on first use; later runs reuse it (idempotent).
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -19,8 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+PARITY_OUT ?= out/parity
+
 parity: $(STAMP)
-	$(VENV)/bin/qarac-parity
+	mkdir -p $(PARITY_OUT)
+	$(VENV)/bin/qarac-parity --json $(PARITY_OUT)/report.json --markdown $(PARITY_OUT)/report.md --plot $(PARITY_OUT)/gradient_flow.png
 
 clean:
 	rm -rf $(VENV)
