@@ -1,0 +1,162 @@
+"""The `qarac` command: `train`, `encode` and `generate`.
+
+Parsing and printing only; the work is in `qarac.train` and `qarac.inference`.
+Bad input ends with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input, reported as one line and exit status 2."""
+
+
+def _add_train(subparsers) -> None:
+    from qarac.train import TrainConfig
+
+    defaults = TrainConfig(output_dir="")
+    parser = subparsers.add_parser("train", help="train QaracTrainerModel on the four corpora")
+    parser.add_argument("--output", required=True, help="directory for checkpoints, loss history and plot")
+    parser.add_argument("--model", help="local HF RoBERTa directory (default: the embedded tiny model)")
+    parser.add_argument("--tokenizer", help="local HF RoBERTa tokenizer directory (default: the model's, "
+                                            "else the embedded one)")
+    parser.add_argument("--data", default=defaults.data_dir, help="directory of the four corpus CSVs")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--max-steps", type=int, help="stop after this many steps in all (overrides --epochs)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
+    parser.add_argument("--decay-steps", type=int, default=defaults.decay_steps)
+    parser.add_argument("--decay-rate", type=float, default=defaults.decay_rate)
+    parser.add_argument("--staircase", action="store_true")
+    parser.add_argument("--beta1", type=float, default=defaults.beta1)
+    parser.add_argument("--beta2", type=float, default=defaults.beta2)
+    parser.add_argument("--epsilon", type=float, default=defaults.epsilon)
+    parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
+                        help="steps between checkpoints (0: only at the end)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
+    parser.add_argument("--legacy", action="store_true", help="every compatibility option as the legacy had it")
+    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/latest")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _add_encode(subparsers) -> None:
+    parser = subparsers.add_parser("encode", help="texts -> vectors (.npy)")
+    parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
+    parser.add_argument("texts", nargs="*", help="texts to encode")
+    parser.add_argument("--file", help="a text file, one text per line")
+    parser.add_argument("--output", required=True, help="where to write the (N, H) float32 .npy")
+    parser.add_argument("--question", action="store_true", help="use the question encoder")
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def _add_generate(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="a vector (.npy) or a text -> decoded text")
+    parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vector", help="a .npy of shape (H,) or (N, H)")
+    source.add_argument("--text", nargs="+", help="texts, encoded by the answer encoder, then decoded")
+    parser.add_argument("--max-length", type=int, default=32, help="most tokens per text, <s> and </s> included")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qarac", description="Train and use QARAC (PyTorch).")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_train(subparsers)
+    _add_encode(subparsers)
+    _add_generate(subparsers)
+    return parser
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from qarac.train import TrainConfig, train
+
+    config = TrainConfig(output_dir=args.output, model_dir=args.model, tokenizer_dir=args.tokenizer,
+                         data_dir=args.data, epochs=args.epochs, max_steps=args.max_steps,
+                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr,
+                         decay_steps=args.decay_steps, decay_rate=args.decay_rate, staircase=args.staircase,
+                         beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
+                         checkpoint_every=args.checkpoint_every, device=args.device, bf16=not args.no_bf16,
+                         legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
+                         resume=args.resume, progress=not args.no_progress)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the pooler dropped by the fixed config is expected, not news
+    state = train(config).state
+    if state.history:
+        last = state.history[-1]
+        print(f"step {state.step}: total loss {last['total']:.4f}; checkpoint in {args.output}")
+
+
+def _read_texts(args: argparse.Namespace) -> list[str]:
+    texts = list(args.texts)
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UsageError(f"text file {path} does not exist")
+        try:
+            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as error:
+            raise UsageError(f"{path} is not UTF-8 text: {error}") from None
+    return texts
+
+
+def run_encode(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from qarac.inference import encode, load_for_inference
+
+    texts = _read_texts(args)
+    model, tokenizer = load_for_inference(args.checkpoint, args.device)
+    vectors = encode(model, tokenizer, texts, question=args.question, max_length=args.max_length)
+    np.save(args.output, vectors)
+    print(f"{vectors.shape[0]} vectors of size {vectors.shape[1]} written to {args.output}")
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from qarac.inference import encode, generate, load_for_inference
+
+    model, tokenizer = load_for_inference(args.checkpoint, args.device)
+    if args.vector:
+        path = Path(args.vector)
+        if not path.is_file():
+            raise UsageError(f"vector file {path} does not exist")
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise UsageError(f"{path} is not a .npy array: {error}") from None
+    else:
+        vectors = encode(model, tokenizer, args.text)
+    for text in generate(model, tokenizer, vectors, args.max_length):
+        print(text)
+
+
+COMMANDS = {"train": run_train, "encode": run_encode, "generate": run_generate}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `qarac` and `python -m qarac`."""
+    from qarac.checkpoint import CheckpointError
+    from qarac.data import DataError
+
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except (UsageError, CheckpointError, DataError, FileNotFoundError, ValueError) as error:
+        message = " ".join(str(error).split())  # one line
+        print(f"qarac {args.command}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

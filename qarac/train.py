@@ -1,0 +1,560 @@
+"""Training QARAC: `TrainConfig`, the optimizer and schedule matched to the
+legacy Keras ones, resumable checkpoints, and the training loop (one process or
+DDP under torchrun).
+
+The legacy trained with Keras `compile`/`fit`, Nadam and an `ExponentialDecay`
+learning rate (1e-5, 100 steps, rate 0.99). `make_optimizer` and
+`make_scheduler` reproduce both (docs/optimizer.md gives the formulas).
+
+A checkpoint directory `output/checkpoint-STEP/` holds:
+
+    model.safetensors, qarac_config.json   the QaracTrainerModel (save_pretrained)
+    tokenizer files                        so `qarac encode`/`generate` need nothing else
+    training_state.safetensors             optimizer moments, RNG states (tensors)
+    training_state.json                    step, epoch, position in the epoch,
+                                           optimizer groups, scheduler, RNG scalars,
+                                           the TrainConfig and the loss history
+
+It is assembled in a hidden directory beside it and renamed into place, then
+`output/latest` (the name of the newest checkpoint) is replaced atomically, and
+only then are older checkpoints removed: a crash at any point leaves a complete
+checkpoint that `latest` names. Nothing is pickled; resuming reads safetensors
+and JSON only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DistributedSampler, Sampler
+
+from qarac import _hf  # noqa: F401
+from qarac.batch import QaracBatch
+from qarac.checkpoint import CheckpointError, atomic_write, atomic_write_text, load_safetensors
+from qarac.config import QaracConfig
+from qarac.data import DEFAULT_DATA_DIR, QaracDataset, make_dataloader
+from qarac.losses import QaracLoss
+from qarac.trainer import QaracTrainerModel
+
+LATEST_NAME = "latest"
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+HISTORY_NAME = "loss_history.json"
+PLOT_NAME = "loss_curve.png"
+STATE_FORMAT_VERSION = 1
+OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on.
+
+    The optimizer and schedule defaults are the legacy's: Keras' Nadam defaults
+    and `ExponentialDecay(1e-5, 100, 0.99)`.
+    """
+
+    output_dir: str  # checkpoints, loss history and plot go here
+    model_dir: str | None = None  # local HF RoBERTa directory; None: the embedded tiny model
+    tokenizer_dir: str | None = None  # None: the model directory's tokenizer, else the embedded one
+    data_dir: str = str(DEFAULT_DATA_DIR)  # the four corpus CSVs
+    epochs: int = 1  # passes over the data (ignored when max_steps is set)
+    max_steps: int | None = None  # stop after this many optimizer steps in all
+    batch_size: int = 16  # per process; the global batch is batch_size x world size
+    seed: int = 0  # head initialisation, data order, dropout
+    learning_rate: float = 1e-5  # ExponentialDecay initial_learning_rate
+    decay_steps: int = 100  # ExponentialDecay decay_steps
+    decay_rate: float = 0.99  # ExponentialDecay decay_rate
+    staircase: bool = False  # ExponentialDecay staircase (floor the exponent)
+    beta1: float = 0.9  # Keras Nadam beta_1
+    beta2: float = 0.999  # Keras Nadam beta_2
+    epsilon: float = 1e-7  # Keras Nadam epsilon (torch's default is 1e-8)
+    checkpoint_every: int = 100  # steps between checkpoints; 0: only at the end
+    device: str = "cpu"  # "cpu" or "cuda"
+    bf16: bool = True  # bf16 autocast, on CUDA only
+    legacy: bool = False  # QaracConfig.legacy(): every compatibility option as the legacy had it
+    max_length: int = 128  # longest token sequence of any field
+    num_workers: int = 0  # DataLoader worker processes
+    resume: bool = False  # continue from output_dir/latest
+    progress: bool = True  # tqdm progress bar (rank 0)
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "decay_steps": self.decay_steps,
+                    "max_length": self.max_length}
+        if self.max_steps is not None:
+            positive["max_steps"] = self.max_steps
+        bad = {name: value for name, value in positive.items() if value < 1}
+        if bad:
+            raise ValueError(f"these settings must be at least 1: {bad}")
+        if self.checkpoint_every < 0 or self.num_workers < 0:
+            raise ValueError("checkpoint_every and num_workers must be >= 0")
+        if self.learning_rate <= 0 or not 0 < self.decay_rate:
+            raise ValueError(f"learning_rate and decay_rate must be > 0, got {self.learning_rate}, {self.decay_rate}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --- optimizer and schedule ------------------------------------------------------
+
+def make_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.NAdam:
+    """torch's NAdam set to compute Keras' (tf-keras 2.21) Nadam update.
+
+    `momentum_decay=1.0`: torch's momentum schedule is beta1 (1 - 0.5 0.96^(t psi)),
+    Keras' is beta1 (1 - 0.5 0.96^t). `eps` is added to sqrt(v_hat) by both;
+    Keras' default is 1e-7. Both count steps from t = 1. See docs/optimizer.md.
+    """
+    return torch.optim.NAdam(model.parameters(), lr=train_config.learning_rate,
+                             betas=(train_config.beta1, train_config.beta2), eps=train_config.epsilon,
+                             weight_decay=0.0, momentum_decay=1.0, foreach=False)
+
+
+def exponential_decay(step: int, decay_steps: int, decay_rate: float, staircase: bool = False) -> float:
+    """Keras `ExponentialDecay`'s factor: rate ** (step / decay_steps), the exponent floored if staircase."""
+    exponent = step / decay_steps
+    if staircase:
+        exponent = math.floor(exponent)
+    return decay_rate ** exponent
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train_config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Keras `ExponentialDecay(learning_rate, decay_steps, decay_rate, staircase)` as a LambdaLR.
+
+    Keras evaluates the schedule at `optimizer.iterations` before it is
+    incremented, so update k (0-based) uses lr(k); LambdaLR has been stepped k
+    times before update k, so its factor at k is the same.
+    """
+    def factor(step: int) -> float:
+        return exponential_decay(step, train_config.decay_steps, train_config.decay_rate, train_config.staircase)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# --- distributed set-up -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: its device and its place among the processes."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(train_config: TrainConfig) -> Runtime:
+    """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA).
+
+    Raises:
+        ValueError: `device="cuda"` without a CUDA device.
+    """
+    if train_config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch finds no CUDA device; use --device cpu")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Runtime(torch.device(train_config.device))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if train_config.device == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Runtime(device, dist.get_rank(), dist.get_world_size())
+
+
+def wrap_distributed(model: QaracTrainerModel, runtime: Runtime) -> nn.Module:
+    """DDP around the model when there are several processes.
+
+    `find_unused_parameters` is needed only with the legacy pooler: RoBERTa's
+    pooler is never used by QARAC, so its parameters get no gradient, and DDP
+    without the flag waits for their all-reduce forever (it raises at the next
+    step). The default config drops the pooler, every parameter gets a
+    gradient, and DDP skips the costly search for unused parameters.
+    """
+    if not runtime.distributed:
+        return model
+    device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                               find_unused_parameters=model.config.keep_pooler)
+
+
+# --- data order ----------------------------------------------------------------------
+
+class ResumeSampler(Sampler[int]):
+    """A `DistributedSampler`'s epoch order, starting `skip` examples in.
+
+    The order depends on (seed, epoch) only, so a resumed run finds the very
+    batch where the interrupted one stopped.
+    """
+
+    def __init__(self, sampler: DistributedSampler, skip: int = 0):
+        self.sampler = sampler
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+def epoch_batches(dataset: QaracDataset, train_config: TrainConfig, runtime: Runtime,
+                  epoch: int, position: int) -> Iterator[QaracBatch]:
+    """This rank's batches of `epoch`, from batch number `position` on."""
+    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
+                                 shuffle=True, seed=train_config.seed)
+    sampler.set_epoch(epoch)
+    loader = make_dataloader(dataset, train_config.batch_size, shuffle=False, seed=train_config.seed,
+                             sampler=ResumeSampler(sampler, position * train_config.batch_size),
+                             num_workers=train_config.num_workers,
+                             pin_memory=runtime.device.type == "cuda")
+    return iter(loader)
+
+
+def steps_per_epoch(dataset: QaracDataset, train_config: TrainConfig, runtime: Runtime) -> int:
+    per_rank = math.ceil(len(dataset) / runtime.world_size)
+    return math.ceil(per_rank / train_config.batch_size)
+
+
+# --- RNG state --------------------------------------------------------------------------
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, JSON) of the torch (CPU and CUDA), python `random` and numpy RNG states."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+    scalars = {"python": [version, list(internal), gauss], "numpy": [kind, int(pos), int(has_gauss), float(cached)]}
+    return tensors, scalars
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    version, internal, gauss = scalars["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, pos, has_gauss, cached = scalars["numpy"]
+    np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def gather_rng(runtime: Runtime) -> list[tuple[dict[str, torch.Tensor], dict[str, Any]]]:
+    """Every rank's RNG states, in rank order (each rank draws its own dropout masks)."""
+    mine = capture_rng()
+    if not runtime.distributed:
+        return [mine]
+    gathered: list[Any] = [None] * runtime.world_size
+    dist.all_gather_object(gathered, mine)  # in-memory exchange only; files never hold pickles
+    return gathered
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+@dataclass
+class TrainingState:
+    """Where training stands: `step` optimizer steps done; the next batch is
+    number `position` of epoch `epoch`."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    history: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+
+def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """An optimizer state dict as safetensors-ready tensors and JSON."""
+    state = optimizer.state_dict()
+    tensors = {f"optimizer.{index}.{key}": value.detach().cpu().contiguous()
+               for index, entry in state["state"].items() for key, value in entry.items()}
+    groups = [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
+              for group in state["param_groups"]]
+    return tensors, {"param_groups": groups}
+
+
+def _optimizer_from_flat(tensors: dict[str, torch.Tensor], data: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    groups = [{key: tuple(value) if key == "betas" else value for key, value in group.items()}
+              for group in data["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainingState,
+                    rng_states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+                    train_config: TrainConfig) -> Path:
+    """Write `output_dir/checkpoint-STEP/` atomically, point `latest` at it, drop older ones.
+
+    Returns:
+        The checkpoint directory.
+    """
+    output_dir.mkdir(parents=True, exist_ok=True)
+    final = output_dir / checkpoint_name(state.step)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=output_dir))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        tensors, optimizer_json = _optimizer_to_flat(optimizer)
+        rng_json = []
+        for rank, (rng_tensors, rng_scalars) in enumerate(rng_states):
+            tensors.update({f"rank{rank}.{name}": value for name, value in rng_tensors.items()})
+            rng_json.append(rng_scalars)
+        safetensors.torch.save_file(tensors, str(staging / STATE_TENSORS))
+        scheduler_state = scheduler.state_dict()  # lr_lambdas is [None]: functions are not saved
+        payload = {"format_version": STATE_FORMAT_VERSION, "step": state.step, "epoch": state.epoch,
+                   "position": state.position, "world_size": len(rng_states), "optimizer": optimizer_json,
+                   "scheduler": scheduler_state, "rng": rng_json, "train_config": train_config.to_dict(),
+                   "history": state.history}
+        (staging / STATE_JSON).write_text(json.dumps(payload, indent=1), encoding="utf-8")
+        if final.exists():  # a re-run over the same step: never leave `latest` naming a half-removed one
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    atomic_write_text(output_dir / LATEST_NAME, final.name)
+    for old in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+        if old.is_dir() and old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path:
+    """The checkpoint `output_dir/latest` names.
+
+    Raises:
+        CheckpointError: no `latest` file, or it names a missing directory.
+    """
+    output_dir = Path(output_dir)
+    pointer = output_dir / LATEST_NAME
+    if not pointer.is_file():
+        raise CheckpointError(f"no checkpoint to resume in {output_dir}: {LATEST_NAME} is missing "
+                              "(train without --resume first)")
+    directory = output_dir / pointer.read_text(encoding="utf-8").strip()
+    if not directory.is_dir():
+        raise CheckpointError(f"{pointer} names {directory.name}, which does not exist")
+    return directory
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a training output directory (its `latest`)."""
+    path = Path(path)
+    if (path / LATEST_NAME).is_file():
+        return latest_checkpoint(path)
+    return path
+
+
+def load_training_state(directory: Path, optimizer: torch.optim.Optimizer,
+                        scheduler: torch.optim.lr_scheduler.LRScheduler, runtime: Runtime) -> TrainingState:
+    """Restore optimizer, scheduler and this rank's RNG from a checkpoint.
+
+    Raises:
+        CheckpointError: missing or corrupt state files, or another world size.
+    """
+    path = directory / STATE_JSON
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is missing or corrupt: {error}") from error
+    if payload["world_size"] != runtime.world_size:
+        raise CheckpointError(f"{directory} was written by {payload['world_size']} processes, this run has "
+                              f"{runtime.world_size}; resume with the same --nproc-per-node")
+    tensors = load_safetensors(directory / STATE_TENSORS)
+    optimizer.load_state_dict(_optimizer_from_flat(tensors, payload["optimizer"]))
+    scheduler.load_state_dict(payload["scheduler"])
+    prefix = f"rank{runtime.rank}."
+    restore_rng({name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)},
+                payload["rng"][runtime.rank])
+    return TrainingState(payload["step"], payload["epoch"], payload["position"], payload["history"])
+
+
+# --- logs -----------------------------------------------------------------------------------
+
+def write_history(output_dir: Path, history: list[dict[str, float]]) -> None:
+    """The loss history as JSON and as a PNG plot (both replaced atomically)."""
+    atomic_write_text(output_dir / HISTORY_NAME, json.dumps(history, indent=1))
+    if history:
+        atomic_write(output_dir / PLOT_NAME, lambda tmp: plot_history(history, tmp))
+
+
+def plot_history(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    steps = [entry["step"] for entry in history]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name in (*OBJECTIVES, "total"):
+        axes.plot(steps, [entry[name] for entry in history], label=name, linewidth=2 if name == "total" else 1)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_yscale("log")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100)
+    plt.close(figure)
+
+
+# --- set-up steps ------------------------------------------------------------------------------
+
+def load_tokenizer_for(train_config: TrainConfig, model_dir: Path):
+    from qarac.tokenizer import load_default_tokenizer, load_tokenizer
+
+    if train_config.tokenizer_dir is not None:
+        return load_tokenizer(train_config.tokenizer_dir)
+    if (model_dir / "tokenizer.json").is_file() or (model_dir / "vocab.json").is_file():
+        return load_tokenizer(model_dir)
+    return load_default_tokenizer()
+
+
+def build_model(train_config: TrainConfig, model_dir: Path) -> QaracTrainerModel:
+    """Both bases from `model_dir`, heads initialised from `seed`."""
+    from qarac.trainer import config_for_base
+
+    config = config_for_base(model_dir, None)
+    config = config.legacy() if train_config.legacy else config.fixed()
+    torch.manual_seed(train_config.seed)
+    return QaracTrainerModel.from_base_model(model_dir, config)
+
+
+def build_dataset(train_config: TrainConfig, tokenizer, config: QaracConfig) -> QaracDataset:
+    from qarac.tokenizer import check_tokenizer_fits
+
+    check_tokenizer_fits(tokenizer, config.vocab_size)
+    if train_config.max_length > config.max_tokens:
+        raise ValueError(f"max_length {train_config.max_length} exceeds the model's {config.max_tokens} positions")
+    return QaracDataset.from_directory(train_config.data_dir, tokenizer, train_config.max_length)
+
+
+def reduce_losses(losses: dict[str, float], runtime: Runtime) -> dict[str, float]:
+    """The losses averaged over ranks (what the global batch scored)."""
+    if not runtime.distributed:
+        return losses
+    values = torch.tensor([losses[name] for name in losses], dtype=torch.float64, device=runtime.device)
+    dist.all_reduce(values)
+    return {name: float(value) / runtime.world_size for name, value in zip(losses, values)}
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", dynamic_ncols=True)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+@dataclass
+class TrainResult:
+    """The trained model (this rank's copy, unwrapped) and where training stopped."""
+
+    model: QaracTrainerModel
+    state: TrainingState
+
+
+def train(train_config: TrainConfig) -> TrainResult:
+    """Train (or resume training) and checkpoint.
+
+    Raises:
+        CheckpointError: bad model directory or checkpoint.
+        qarac.data.DataError: unreadable corpus file.
+        ValueError: inconsistent settings.
+    """
+    from qarac.presets import tiny_model_dir
+
+    runtime = setup_runtime(train_config)
+    output_dir = Path(train_config.output_dir)
+    model_dir = Path(train_config.model_dir) if train_config.model_dir else tiny_model_dir()
+    model = build_model(train_config, model_dir)
+    tokenizer = load_tokenizer_for(train_config, model_dir)
+    dataset = build_dataset(train_config, tokenizer, model.config)
+    loss_fn = QaracLoss(model.config)
+    optimizer = make_optimizer(model, train_config)
+    scheduler = make_scheduler(optimizer, train_config)
+    torch.manual_seed(train_config.seed + runtime.rank)  # each rank its own dropout masks
+    state = TrainingState()
+    if train_config.resume:
+        checkpoint = latest_checkpoint(output_dir)
+        saved = QaracTrainerModel.from_pretrained(checkpoint)
+        if saved.config != model.config:
+            raise CheckpointError(f"{checkpoint} holds a model with another config (was --legacy the same?)")
+        model.load_state_dict(saved.state_dict())
+        state = load_training_state(checkpoint, optimizer, scheduler, runtime)
+    model.to(runtime.device).train()
+    ddp_model = wrap_distributed(model, runtime)
+    per_epoch = steps_per_epoch(dataset, train_config, runtime)
+    total = train_config.max_steps or train_config.epochs * per_epoch
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=runtime.device.type == "cuda" and train_config.bf16)
+
+    def save() -> None:
+        rng_states = gather_rng(runtime)
+        if runtime.is_main:
+            save_checkpoint(output_dir, model, tokenizer, optimizer, scheduler, state, rng_states, train_config)
+            write_history(output_dir, state.history)
+        if runtime.distributed:
+            dist.barrier()
+
+    with _progress(total, state.step, train_config.progress and runtime.is_main) as bar:
+        batches = epoch_batches(dataset, train_config, runtime, state.epoch, state.position)
+        while state.step < total:
+            batch = next(batches, None)
+            if batch is None:  # end of epoch: the next one's order comes from (seed, epoch)
+                state.epoch, state.position = state.epoch + 1, 0
+                batches = epoch_batches(dataset, train_config, runtime, state.epoch, 0)
+                continue
+            batch = batch.to(runtime.device, non_blocking=True)
+            lr = scheduler.get_last_lr()[0]
+            with autocast:
+                losses = loss_fn(ddp_model(batch.inputs), batch.targets)
+            losses.total.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step, state.position = state.step + 1, state.position + 1
+            record = {"step": state.step, **reduce_losses(losses.item(), runtime), "lr": lr}
+            state.history.append(record)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({name[:8]: f"{record[name]:.3f}" for name in (*OBJECTIVES, "total")})
+            if train_config.checkpoint_every and state.step % train_config.checkpoint_every == 0 \
+                    and state.step < total:
+                save()
+    save()
+    return TrainResult(model, state)

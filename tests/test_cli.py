@@ -1,0 +1,82 @@
+"""The `qarac` command: train, encode, generate end to end, and one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qarac.cli import main
+from training_helpers import run_qarac
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 2-step run through `main` (in-process); its output directory."""
+    output = tmp_path_factory.mktemp("cli-run")
+    main(["train", "--output", str(output), "--max-steps", "2", "--batch-size", "2", "--max-length", "24",
+          "--no-progress"])
+    return output
+
+
+def test_train_writes_checkpoint_history_and_plot(trained):
+    assert (trained / "latest").read_text().strip() == "checkpoint-00000002"
+    assert (trained / "loss_history.json").is_file() and (trained / "loss_curve.png").is_file()
+
+
+def test_encode_and_generate(trained, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("All men are mortal.\n\nSocrates is a man.\n", encoding="utf-8")
+    vectors = tmp_path / "v.npy"
+    main(["encode", str(trained), "--file", str(texts), "--output", str(vectors)])
+    answers = np.load(vectors)
+    assert answers.shape == (2, 32) and answers.dtype == np.float32 and np.isfinite(answers).all()
+    main(["encode", str(trained), "All men are mortal.", "Socrates is a man.", "--question",
+          "--output", str(vectors)])
+    questions = np.load(vectors)
+    assert questions.shape == (2, 32) and not np.allclose(questions, answers)  # another pooling head
+    capsys.readouterr()
+    main(["generate", str(trained), "--vector", str(vectors), "--max-length", "6"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    main(["generate", str(trained), "--text", "Socrates is a man.", "--max-length", "6"])
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def _fails_with(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and fragment in error, error
+
+
+def test_missing_model_dir(tmp_path, capsys):
+    _fails_with(capsys, ["train", "--output", str(tmp_path / "out"), "--model", str(tmp_path / "nowhere"),
+                         "--max-steps", "1"], "does not exist")
+
+
+def test_bad_data_file(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("all_text", "question_answering", "reasoning"):
+        (data / f"{name}.csv").write_text("wrong_column\nx\n", encoding="utf-8")
+    _fails_with(capsys, ["train", "--output", str(tmp_path / "out"), "--data", str(data), "--max-steps", "1"],
+                "all_text.csv, line 1: missing column")
+
+
+def test_resume_without_checkpoint(tmp_path, capsys):
+    _fails_with(capsys, ["train", "--output", str(tmp_path), "--resume", "--max-steps", "1"], "no checkpoint")
+
+
+def test_encode_bad_inputs(trained, tmp_path, capsys):
+    _fails_with(capsys, ["encode", str(tmp_path), "hi", "--output", str(tmp_path / "v.npy")], "not a QARAC checkpoint")
+    _fails_with(capsys, ["encode", str(trained), "--output", str(tmp_path / "v.npy")], "no texts")
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 5), dtype=np.float32))
+    _fails_with(capsys, ["generate", str(trained), "--vector", str(tmp_path / "wrong.npy")], "shape (N, 32)")
+
+
+def test_module_entry_point_reports_errors_in_one_line(tmp_path):
+    result = run_qarac("train", "--output", str(tmp_path), "--model", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("qarac train: error:")
