@@ -107,11 +107,14 @@ def summary_rows(report: ParityReport) -> list[list[str]]:
 
 def training_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
     training = report.training or {}
-    header = ["step", "legacy total", "pytorch total", "abs diff", *[f"{o} diff" for o in training.get("objectives", [])]]
+    header = ["step", "legacy fit (eager) total", "pytorch total", "abs diff",
+              *[f"{o} diff" for o in training.get("objectives", [])],
+              "legacy fit (traced) total", "pytorch, torch-default NAdam total"]
     rows = []
     for step in training.get("steps", []):
         rows.append([str(step["step"]), f"{step['legacy']['total']:.6f}", f"{step['pytorch']['total']:.6f}",
-                     f"{step['abs_diff']['total']:.2g}", *[f"{step['abs_diff'][o]:.2g}" for o in training["objectives"]]])
+                     f"{step['abs_diff']['total']:.2g}", *[f"{step['abs_diff'][o]:.2g}" for o in training["objectives"]],
+                     f"{step['legacy_graph_fit']['total']:.6f}", f"{step['pytorch_torch_default_nadam']['total']:.6f}"])
     return header, rows
 
 
