@@ -71,6 +71,13 @@ class QaracConfig:
             cross-entropy averages over every position, padding included.
         attn_implementation: attention kernel of the RoBERTa blocks ("sdpa" or
             "eager"); both compute the same function.
+        batched_calls: the trainer runs its seven encoder inputs through the
+            shared base as one padded batch, and its two decoder inputs as
+            another, instead of nine separate calls; same results within float
+            tolerance. Used only where padding cannot change a result, i.e. when
+            `pooling_masks_padding` and `causal_decoder_head` are both True
+            (see `QaracTrainerModel.uses_batched_calls`); legacy semantics
+            always take the per-call path.
     """
 
     base: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +86,7 @@ class QaracConfig:
     keep_pooler: bool = False
     loss_ignores_padding: bool = True
     attn_implementation: str = "sdpa"
+    batched_calls: bool = True
 
     def __post_init__(self) -> None:
         if not self.base:

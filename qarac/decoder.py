@@ -47,6 +47,11 @@ class QaracDecoderModel(PretrainedMixin, nn.Module):
         """
         check_token_ids(input_ids, attention_mask, self.config)
         check_vectors(vector, self.config, batch_size=input_ids.shape[0])
+        return self.logits(vector, input_ids, attention_mask)
+
+    def logits(self, vector: torch.Tensor, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """`forward` without the input checks: (B, H), (B, T) -> (B, T, V)."""
         states = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
                               use_cache=False).last_hidden_state  # (B, T, H)
         return self.decoder_head(vector, states, attention_mask)

@@ -61,7 +61,14 @@ class QaracEncoderModel(PretrainedMixin, nn.Module):
         Returns: (B, H) text vectors.
         """
         check_token_ids(input_ids, attention_mask, self.config)
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        return self.pool(self.contextual_states(input_ids, attention_mask), attention_mask)
+
+    def contextual_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The base model's last hidden state (B, T, H), inputs unchecked."""
+        return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, states: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """This encoder's head over base states (B, T, H) -> (B, H)."""
         # Legacy: the head is handed no mask, so padding leaks into both of its sums.
         head_mask = attention_mask if self.config.pooling_masks_padding else None
         return self.head(states, head_mask)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from qarac import _hf  # noqa: F401
@@ -17,7 +18,11 @@ from qarac.config import QaracConfig
 from qarac.decoder import QaracDecoderModel
 from qarac.encoder import QaracEncoderModel, new_base_model
 from qarac.heads import l2_normalize
+from qarac.validation import check_token_ids, check_vectors
 
+# The trainer's encoder inputs: the question encoder's, then the answer encoder's six.
+ANSWER_INPUTS = ("all_text", "answer", "proposition0", "proposition1", "statement0", "statement1")
+ENCODER_INPUTS = ("question", *ANSWER_INPUTS)
 
 
 class Tokens(Protocol):
@@ -53,6 +58,24 @@ def config_for_base(model_dir: str | os.PathLike, config: QaracConfig | None) ->
     if config is None:
         return architecture
     return config.replace(base=architecture.base)
+
+
+def concat_padded(batches: Sequence[Tokens], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token batches to their common length and stack them along the batch.
+
+    Args:
+        batches: N batches of (B_n, T_n) ids and masks.
+        pad_token_id: id written into the added padding (whose mask is 0).
+
+    Returns:
+        (ids, mask), each (sum B_n, max T_n).
+    """
+    length = max(tokens.input_ids.shape[1] for tokens in batches)
+    ids = [F.pad(tokens.input_ids, (0, length - tokens.input_ids.shape[1]), value=pad_token_id)
+           for tokens in batches]  # each (B_n, T)
+    masks = [F.pad(tokens.attention_mask, (0, length - tokens.attention_mask.shape[1]), value=0)
+             for tokens in batches]  # each (B_n, T)
+    return torch.cat(ids), torch.cat(masks)
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -103,9 +126,69 @@ class QaracTrainerModel(PretrainedMixin, nn.Module):
         missing = [name for name in INPUT_NAMES if name not in inputs]
         if missing:
             raise KeyError(f"trainer inputs lack {missing}; expected all of {list(INPUT_NAMES)}")
+        if self.uses_batched_calls:
+            return self._forward_batched(inputs)
+        return self._forward_per_call(inputs)
+
+    @property
+    def uses_batched_calls(self) -> bool:
+        """Whether `forward` batches the encoder calls and the decoder calls.
+
+        Batching pads every input to the longest one. That leaves results
+        unchanged only if padding is invisible: the pooling head must mask it
+        (`pooling_masks_padding`) and the decoder head must be causal and masked
+        (`causal_decoder_head`), so that appended padding is never attended to
+        by a real position. In the legacy semantics the head pools over
+        padding and the decoder head attends to later (padding) positions, so
+        extra padding would change the outputs: the per-call path is used there.
+        Rows with no real token at all (mask all zeros) are outside this promise:
+        what the base computes for them depends on the padded length.
+        """
+        config = self.config
+        return config.batched_calls and config.pooling_masks_padding and config.causal_decoder_head
+
+    def _forward_per_call(self, inputs: Mapping[str, Tokens]) -> QaracTrainerOutput:
+        """Six answer-encoder calls, one question-encoder call and two decoder calls, as the legacy."""
         encode_decode = self._decode(self._encode(inputs["all_text"]), inputs["offset_text"])
         question_answering = self._encode(inputs["question"], question=True) - self._encode(inputs["answer"])
         propositions = self._encode(inputs["proposition0"]) + self._encode(inputs["proposition1"])
         reasoning = self._decode(propositions, inputs["conclusion_offset"])
         consistency = cosine(self._encode(inputs["statement0"]), self._encode(inputs["statement1"]))
         return QaracTrainerOutput(encode_decode, question_answering, reasoning, consistency)
+
+    def _forward_batched(self, inputs: Mapping[str, Tokens]) -> QaracTrainerOutput:
+        """The same outputs from one shared-base forward and one decoder forward."""
+        for name in INPUT_NAMES:
+            check_token_ids(inputs[name].input_ids, inputs[name].attention_mask, self.config, name=name)
+        vectors = self._encode_all([inputs[name] for name in ENCODER_INPUTS])
+        vector = dict(zip(ENCODER_INPUTS, vectors))
+        propositions = vector["proposition0"] + vector["proposition1"]
+        encode_decode, reasoning = self._decode_all([vector["all_text"], propositions],
+                                                    [inputs["offset_text"], inputs["conclusion_offset"]])
+        question_answering = vector["question"] - vector["answer"]
+        consistency = cosine(vector["statement0"], vector["statement1"])
+        return QaracTrainerOutput(encode_decode, question_answering, reasoning, consistency)
+
+    def _encode_all(self, batches: Sequence[Tokens]) -> list[torch.Tensor]:
+        """The question batch (first) and the answer batches through the shared base at once.
+
+        Returns: one (B_n, H) vector batch per input, in order.
+        """
+        sizes = [tokens.input_ids.shape[0] for tokens in batches]
+        ids, mask = concat_padded(batches, self.config.pad_token_id)  # (N, T)
+        states = self.answer_encoder.contextual_states(ids, mask)  # (N, T, H)
+        question = self.question_encoder.pool(states[:sizes[0]], mask[:sizes[0]])  # (B_0, H)
+        answers = self.answer_encoder.pool(states[sizes[0]:], mask[sizes[0]:])  # (N - B_0, H)
+        return [question, *answers.split(sizes[1:])]
+
+    def _decode_all(self, vectors: Sequence[torch.Tensor], seeds: Sequence[Tokens]) -> list[torch.Tensor]:
+        """Every (vector, seed tokens) pair through the decoder at once.
+
+        Returns: one (B_n, T_n, V) logits batch per pair, cut back to its own length T_n.
+        """
+        sizes = [tokens.input_ids.shape[0] for tokens in seeds]
+        ids, mask = concat_padded(seeds, self.config.pad_token_id)  # (N, T)
+        vector = torch.cat(list(vectors))  # (N, H)
+        check_vectors(vector, self.config, batch_size=ids.shape[0])
+        logits = self.decoder.logits(vector, ids, mask)  # (N, T, V)
+        return [chunk[:, :tokens.input_ids.shape[1]] for chunk, tokens in zip(logits.split(sizes), seeds)]

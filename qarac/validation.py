@@ -3,13 +3,45 @@
 Each check raises an error that names the argument, what was expected and what
 came, so that a bad batch fails at the model's door instead of deep inside an
 embedding lookup.
+
+Two checks read tensor values (ids inside the vocabulary, vectors finite):
+each copies a value to the host, a synchronisation on CUDA that stalls the
+GPU. `skip_value_checks()` turns those two off for a hot training loop whose
+batches come from `qarac.data` (already checked there); the shape and dtype
+checks, which cost nothing, always run.
 """
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 
 from qarac.config import QaracConfig
+
+# Whether the checks that read tensor values (a host-device sync each) run; see skip_value_checks.
+_value_checks_enabled = True
+
+
+@contextlib.contextmanager
+def skip_value_checks() -> Iterator[None]:
+    """Inside this block the value checks (vocabulary range, finite vectors) are skipped.
+
+    Use it around a training loop on an accelerator: the checks force a
+    host-device sync per call. Shape and dtype checks still run.
+    """
+    global _value_checks_enabled
+    previous, _value_checks_enabled = _value_checks_enabled, False
+    try:
+        yield
+    finally:
+        _value_checks_enabled = previous
+
+
+def value_checks_enabled() -> bool:
+    """False inside `skip_value_checks()`."""
+    return _value_checks_enabled
 
 
 def check_token_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, config: QaracConfig,
@@ -33,7 +65,8 @@ def check_token_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     if tokens > config.max_tokens:
         raise ValueError(f"{name} has {tokens} tokens but the position table allows at most {config.max_tokens} "
                          f"(max_position_embeddings - pad_token_id - 1); truncate the input")
-    _check_vocabulary(input_ids, config.vocab_size, name)
+    if _value_checks_enabled:
+        _check_vocabulary(input_ids, config.vocab_size, name)
     if attention_mask is not None:
         _check_mask(attention_mask, input_ids.shape, name)
 
@@ -74,6 +107,8 @@ def check_vectors(vector: torch.Tensor, config: QaracConfig, batch_size: int | N
     if batch_size is not None and vector.shape[0] != batch_size:
         raise ValueError(f"{name} has batch size {vector.shape[0]} but the seed tokens have batch size "
                          f"{batch_size}; give one vector per sequence")
+    if not _value_checks_enabled:
+        return
     finite = torch.isfinite(vector)
     if not bool(finite.all()):
         where = tuple(int(i) for i in (~finite).nonzero()[0])

@@ -82,3 +82,19 @@ def test_vector_wrong_width(decoder):
 def test_generate_max_length_bounds(decoder):
     with pytest.raises(ValueError, match="max_length"):
         decoder.generate(torch.randn(1, 32), max_length=500)
+
+
+def test_skip_value_checks_skips_only_the_value_checks():
+    from qarac.validation import check_token_ids, check_vectors, skip_value_checks, value_checks_enabled
+
+    config = tiny_config()
+    out_of_vocabulary = torch.full((1, 3), config.vocab_size)
+    with skip_value_checks():
+        assert not value_checks_enabled()
+        check_token_ids(out_of_vocabulary, None, config)  # would raise outside the block
+        check_vectors(torch.full((1, config.hidden_size), float("nan")), config)
+        with pytest.raises(ValueError, match="shape"):
+            check_token_ids(torch.zeros(3, dtype=torch.long), None, config)  # shape checks still run
+    assert value_checks_enabled()
+    with pytest.raises(ValueError, match="vocabulary"):
+        check_token_ids(out_of_vocabulary, None, config)
