@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping
 
 import torch
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from qarac.config import QaracConfig
-from qarac.trainer import QaracTrainerOutput, Tokens
+from qarac.trainer import QaracTrainerOutput, TensorFields, Tokens
 
 
 @dataclass
-class LossBreakdown:
+class LossBreakdown(TensorFields):
     """Each objective's scalar loss and their sum (`total`, what is minimised)."""
 
     encode_decode: torch.Tensor
@@ -22,9 +22,6 @@ class LossBreakdown:
     reasoning: torch.Tensor
     consistency: torch.Tensor
     total: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def item(self) -> dict[str, float]:
         return {name: float(value.detach()) for name, value in self.as_dict().items()}

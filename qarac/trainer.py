@@ -32,8 +32,15 @@ class Tokens(Protocol):
     attention_mask: torch.Tensor
 
 
+class TensorFields:
+    """Mixin for dataclasses whose fields are named tensors."""
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
 @dataclass
-class QaracTrainerOutput:
+class QaracTrainerOutput(TensorFields):
     """The four named outputs of the trainer.
 
     Attributes:
@@ -47,9 +54,6 @@ class QaracTrainerOutput:
     question_answering: torch.Tensor
     reasoning: torch.Tensor
     consistency: torch.Tensor
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def config_for_base(model_dir: str | os.PathLike, config: QaracConfig | None) -> QaracConfig:
