@@ -285,3 +285,18 @@ def test_training_parity_with_legacy_fit(tiny_model_dir):
     # lost gradients and re-multiplied momentum product, are far outside the tolerance.
     assert result.control_torch_default_nadam_max_abs_diff > 100 * TRAINING_TOLERANCE
     assert result.legacy_graph_fit_max_abs_diff > 100 * TRAINING_TOLERANCE
+
+
+def test_gradient_parity_treats_key_bias_noise_apart():
+    from parity.gradient_parity import compare_gradients
+
+    largest = {"decoder.decoder_head.head.dense.weight": np.full((2, 2), 10.0)}
+    noise = {"decoder.decoder.encoder.layer.0.attention.self.key.bias": np.array([1e-12, -2e-12])}
+    other_noise = {"decoder.decoder.encoder.layer.0.attention.self.key.bias": np.array([-3e-12, 1e-12])}
+    results = {c.name: c for c in compare_gradients({**largest, **noise}, {**largest, **other_noise})}
+    assert all(c.passed for c in results.values())  # relative error of pure noise is not held against it
+    real = {"decoder.decoder.encoder.layer.0.attention.self.key.bias": np.array([1e-3, 0.0])}
+    results = {c.name: c for c in compare_gradients({**largest, **real}, {**largest, **real})}
+    assert not results["decoder.decoder.encoder.layer.0.attention.self.key.bias"].passed  # a real key-bias gradient is a bug
+    off = {"decoder.decoder_head.head.dense.weight": np.full((2, 2), 10.01)}
+    assert not compare_gradients(off, largest)[0].passed  # 1e-3 relative on an ordinary parameter
