@@ -24,13 +24,14 @@ Writes bench/results/parity_speed.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import print_table, write_results
+from bench.common import RESULTS_DIR, machine, print_table, write_results
 from parity.compare import TINY_TOLERANCE
 from parity.harness import ROBERTA_BASE_TOLERANCE, run_parity
 from qarac.presets import build_base_checkpoint, tiny_model_dir
@@ -58,6 +59,14 @@ def time_parity(model: str, root: Path) -> dict[str, Any]:
             "gradient_parity_worst": sorted(report.gradient_parity, key=lambda entry: -entry["max_rel_err"])[:8]}
 
 
+def _merge_with_earlier(results: list[dict]) -> list[dict]:
+    """Earlier results of the models not run this time are kept."""
+    path = RESULTS_DIR / "parity_speed.json"
+    earlier = json.loads(path.read_text())["results"] if path.is_file() else []
+    fresh = {r["model"] for r in results}
+    return [r for r in earlier if r["model"] not in fresh] + results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(TOLERANCES), choices=list(TOLERANCES))
@@ -68,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     print_table("qarac-parity end to end", ["model", "wall s", "forward max abs err", "tolerance", "passed"],
                 [(r["model"], r["wall_s"], f"{r['forward_max_abs_err']:.2e}", f"{r['tolerance']:.0e}", r["passed"])
                  for r in results])
-    path = write_results("parity_speed", {"results": results, "note": args.note,
-                                          "command": "python -m bench.parity_speed " + " ".join(sys.argv[1:] if argv is None else argv)})
+    command = "python -m bench.parity_speed " + " ".join(sys.argv[1:] if argv is None else argv)
+    for result in results:  # each entry keeps the command and machine it was measured with
+        result.update(command=command, note=args.note, machine=machine())
+    path = write_results("parity_speed", {"results": _merge_with_earlier(results)})
     print(f"wrote {path}")
 
 
