@@ -1,64 +1,16 @@
-"""Shared fixtures and builders for the test suite (tiny, deliberately odd sizes)."""
+"""Fixtures for the test suite; the builders live in model_helpers.py."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import pytest
-import torch
 
 # Keep the embedded tiny model that tests build out of the user's cache.
 os.environ.setdefault("QARAC_HOME", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "qarac_home"))
 
-from qarac import INPUT_NAMES, QaracConfig  # noqa: E402
-from qarac.presets import TINY  # noqa: E402
-
-VOCAB = 99  # transformers' testers' odd vocabulary size
-
-
-@dataclass
-class Tokens:
-    """Minimal stand-in for qarac.batch.TokenBatch: (B, T) ids and mask."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-
-
-def tiny_config(**options) -> QaracConfig:
-    """hidden 32, 2 layers, 4 heads, intermediate 37, vocab 99; dropout kept (tests use eval())."""
-    return QaracConfig(base={**TINY, "vocab_size": VOCAB}, **options)
-
-
-def random_tokens(batch: int, length: int, lengths: list[int] | None = None, seed: int = 0,
-                  vocab: int = VOCAB) -> Tokens:
-    """`<s>`-started ids (B, T), right-padded with `<pad>` (id 1) past each row's length."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (batch, length), generator=generator)
-    ids[:, 0] = 0
-    lengths = lengths or [length] * batch
-    mask = (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
-    ids = ids.masked_fill(mask == 0, 1)
-    return Tokens(ids, mask)
-
-
-def append_padding(tokens: Tokens, extra: int) -> Tokens:
-    batch = tokens.input_ids.shape[0]
-    ids = torch.cat([tokens.input_ids, torch.ones(batch, extra, dtype=torch.long)], dim=1)
-    mask = torch.cat([tokens.attention_mask, torch.zeros(batch, extra, dtype=torch.long)], dim=1)
-    return Tokens(ids, mask)
-
-
-def trainer_batch(batch: int = 3, length: int = 7, padded: bool = True, seed: int = 0):
-    """(inputs, targets) for QaracTrainerModel/QaracLoss; rows shorter than `length` when padded."""
-    lengths = [length - (i % 3) for i in range(batch)] if padded else None
-    inputs = {name: random_tokens(batch, length, lengths, seed + i) for i, name in enumerate(INPUT_NAMES)}
-    targets = {
-        "encode_decode": random_tokens(batch, length, lengths, seed + 100),
-        "reasoning": random_tokens(batch, length, lengths, seed + 101),
-        "consistency": torch.tensor([1.0, 0.0, -1.0] * batch)[:batch],
-    }
-    return inputs, targets
+from model_helpers import tiny_config  # noqa: E402
+from qarac import QaracConfig  # noqa: E402
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import random_tokens, tiny_config
+from model_helpers import random_tokens, tiny_config
 from qarac import INPUT_NAMES, QaracLoss, QaracTrainerModel
 
 # Float32 sums taken over differently padded tensors (and SDPA kernels picked per shape) round differently.

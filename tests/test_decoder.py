@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import append_padding, random_tokens, tiny_config
+from model_helpers import append_padding, random_tokens, tiny_config
 from qarac import QaracDecoderModel
 
 

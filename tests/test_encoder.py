@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import append_padding, random_tokens, tiny_config
+from model_helpers import append_padding, random_tokens, tiny_config
 from qarac import QaracEncoderModel
 
 

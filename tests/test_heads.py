@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import tiny_config
+from model_helpers import tiny_config
 from qarac.heads import GlobalAttentionPoolingHead, QaracDecoderHead, additive_attention_mask, l2_normalize
 
 

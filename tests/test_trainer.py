@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config, trainer_batch
+from model_helpers import tiny_config, trainer_batch
 from qarac import QaracLoss, QaracTrainerModel
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from conftest import random_tokens, tiny_config
+from model_helpers import random_tokens, tiny_config
 from qarac import QaracDecoderModel, QaracEncoderModel
 
 

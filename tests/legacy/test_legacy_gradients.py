@@ -11,7 +11,7 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 pytestmark = pytest.mark.legacy
 
-from conftest import LOCAL_PROJECTIONS, POOLERS, SEED_MISSING  # noqa: E402
+from legacy_helpers import LOCAL_PROJECTIONS, POOLERS, SEED_MISSING  # noqa: E402
 
 from legacy_keras.gradients import gradient_report, missing_gradients  # noqa: E402
 from legacy_keras.layers import GlobalAttentionPoolingHead  # noqa: E402

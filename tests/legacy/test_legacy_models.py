@@ -134,7 +134,7 @@ def test_encoders_share_one_base_and_own_their_heads(legacy_trainer):
 
 
 def test_variable_names_as_in_the_original(legacy_trainer):
-    from conftest import SEED_MISSING
+    from legacy_helpers import SEED_MISSING
 
     names = [v.name for v in legacy_trainer.trainable_variables]
     for name in SEED_MISSING:  # pooler present, heads named as the seed's warning

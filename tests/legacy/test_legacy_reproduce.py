@@ -7,7 +7,7 @@ import pytest
 tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 pytestmark = pytest.mark.legacy
 
-from conftest import POOLERS, SEED_MISSING  # noqa: E402
+from legacy_helpers import POOLERS, SEED_MISSING  # noqa: E402
 
 
 @pytest.mark.slow
