@@ -85,3 +85,16 @@ def test_encoder_property_padding_never_matters(batch, length, extra, data):
         alone = torch.cat([encoder(tokens.input_ids[i:i + 1, :n]) for i, n in enumerate(lengths)])
     assert (batched - more_padding).abs().max() <= 1e-5
     assert (batched - alone).abs().max() <= 1e-5
+
+
+def test_all_padding_row(config, legacy_config):
+    """Default: a row with no real token pools to the zero vector (every weight masked);
+    legacy: the head sees the padding states and returns a finite, non-zero vector."""
+    tokens = random_tokens(2, 5, [5, 1])
+    tokens.input_ids[1] = 1
+    tokens.attention_mask[1] = 0
+    with torch.no_grad():
+        fixed = make_encoder(config)(tokens.input_ids, tokens.attention_mask)
+        legacy = make_encoder(legacy_config)(tokens.input_ids, tokens.attention_mask)
+    assert torch.equal(fixed[1], torch.zeros(32)) and fixed[0].abs().sum() > 0
+    assert bool(torch.isfinite(legacy).all()) and legacy[1].abs().sum() > 0
