@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qarac.batch import QaracBatch, TokenBatch
+from qarac.batch import INPUT_NAMES, QaracBatch, TokenBatch
 from qarac.config import QaracConfig
 from qarac.data import DEFAULT_DATA_DIR, QaracDataset, collate
 from qarac.tokenizer import check_tokenizer_fits, load_default_tokenizer, load_tokenizer
@@ -64,8 +64,6 @@ def max_length_batch(config: QaracConfig, seed: int = 0, batch_size: int = 2) ->
     generator = torch.Generator().manual_seed(seed)
     length = config.max_tokens
     inputs = {}
-    from qarac.batch import INPUT_NAMES
-
     for name in INPUT_NAMES:
         ids = torch.randint(5, config.vocab_size, (batch_size, length), generator=generator)
         ids[:, 0] = config.bos_token_id

@@ -54,6 +54,12 @@ def _objective_losses(outputs: Mapping[str, Any], targets: Mapping[str, Any]) ->
     return {name: loss(targets[name], outputs[name]) for name, loss in legacy_losses().items()}
 
 
+def _named_numpy(variables: list[Any], gradients: list[Any]) -> dict[str, np.ndarray | None]:
+    """Gradients keyed by variable name; IndexedSlices densified, None kept (no gradient)."""
+    return {variable.name: None if grad is None else np.asarray(tf.convert_to_tensor(grad))
+            for variable, grad in zip(variables, gradients)}
+
+
 def _tape_step(model: Any, batch: Any, targets: Any, objective: str | None):
     with tf.GradientTape() as tape:
         losses = _objective_losses(model(batch, training=False), targets)
@@ -76,9 +82,7 @@ def tf_gradients(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, An
     batch = tf_inputs(inputs)
     tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
     step = _tape_step if mode == "eager" else tf.function(_tape_step)
-    gradients = step(model, batch, tf_target, objective)
-    return {variable.name: None if grad is None else np.asarray(tf.convert_to_tensor(grad))
-            for variable, grad in zip(model.trainable_variables, gradients)}
+    return _named_numpy(model.trainable_variables, step(model, batch, tf_target, objective))
 
 
 def tf_eager_gradients_per_objective(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]
@@ -90,19 +94,6 @@ def tf_eager_gradients_per_objective(model: Any, inputs: Mapping[str, Any], targ
         losses = _objective_losses(model(batch, training=False), tf_target)
         losses[None] = tf.add_n(list(losses.values()))
     variables = model.trainable_variables
-    result = {}
-    for objective, loss in losses.items():
-        gradients = tape.gradient(loss, variables)
-        result[objective] = {variable.name: None if grad is None else np.asarray(tf.convert_to_tensor(grad))
-                             for variable, grad in zip(variables, gradients)}
+    result = {objective: _named_numpy(variables, tape.gradient(loss, variables)) for objective, loss in losses.items()}
     del tape
     return result
-
-
-def tf_fit_missing(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> list[str]:
-    """Variables named by TensorFlow's "Gradients do not exist" warning during one `fit` step."""
-    from legacy_keras.gradients import gradient_report
-
-    batch = tf_inputs(inputs)
-    tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
-    return list(gradient_report(model, batch, tf_target, mode="fit").missing)
