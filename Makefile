@@ -1,23 +1,45 @@
-# Each target bootstraps .venv on first use; later runs reuse it (idempotent).
+# Each target bootstraps its venv on first use; later runs reuse it (idempotent).
+#   .venv         the port + the legacy Keras original (transformers 4.57.x, TensorFlow): make test, make parity
+#   .venv-modern  the port alone on the current transformers 5.x line, no TensorFlow: make test-modern
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MODERN := .venv-modern
+MODERN_PY := $(MODERN)/bin/python
+MODERN_STAMP := $(MODERN)/.installed
+LEGACY_EXTRAS := legacy,test
+MODERN_EXTRAS := modern,test
 
-.PHONY: test parity install clean
+.PHONY: test test-modern parity install install-modern clean
+
+# $(1): venv directory, $(2): extras
+define bootstrap
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	# torch first and pinned: it resolves to the CPU wheel on local disk, never a CUDA build.
+	$(1)/bin/python -m pip install --quiet "torch==2.13.0"
+	$(1)/bin/python -m pip install --quiet -e ".[$(2)]"
+	touch $(1)/.installed
+endef
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and pinned: it resolves to the CPU wheel on local disk, never a CUDA build.
-	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[legacy,test]"
-	touch $(STAMP)
+	$(call bootstrap,$(VENV),$(LEGACY_EXTRAS))
+
+$(MODERN_STAMP): pyproject.toml
+	$(call bootstrap,$(MODERN),$(MODERN_EXTRAS))
 
 install: $(STAMP)
 
+install-modern: $(MODERN_STAMP)
+
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The port's own tests on transformers 5.x; TensorFlow must be absent there.
+test-modern: $(MODERN_STAMP)
+	! $(MODERN_PY) -c "import tensorflow" 2>/dev/null
+	$(MODERN_PY) -m pytest -q
 
 PARITY_OUT ?= out/parity
 
@@ -26,4 +48,4 @@ parity: $(STAMP)
 	$(VENV)/bin/qarac-parity --json $(PARITY_OUT)/report.json --markdown $(PARITY_OUT)/report.md --plot $(PARITY_OUT)/gradient_flow.png
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MODERN)

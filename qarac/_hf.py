@@ -16,6 +16,8 @@ def _import_image_transforms_without_tensorflow() -> None:
         return
     import transformers.utils.import_utils as import_utils
 
+    if not hasattr(import_utils, "_tf_available"):
+        return  # transformers 5 has no TensorFlow support to keep out
     tf_available = import_utils._tf_available
     import_utils._tf_available = False
     try:

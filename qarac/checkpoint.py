@@ -11,11 +11,12 @@ leaves the previous checkpoint intact. Nothing here unpickles.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import safetensors
 import safetensors.torch
@@ -25,6 +26,7 @@ from torch import nn
 from qarac import _hf  # noqa: F401
 from qarac.config import QaracConfig
 from transformers import RobertaConfig, RobertaModel
+from transformers.utils import logging as hf_logging
 
 CONFIG_NAME = "qarac_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -162,10 +164,23 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
     if config is not None:
         options["attn_implementation"] = config.attn_implementation
     try:
-        return RobertaModel.from_pretrained(directory, add_pooling_layer=keep_pooler, use_safetensors=True,
-                                            local_files_only=True, **options)
+        with _no_progress_bar():
+            return RobertaModel.from_pretrained(directory, add_pooling_layer=keep_pooler, use_safetensors=True,
+                                                local_files_only=True, **options)
     except (OSError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"could not load the RoBERTa weights in {directory}: {error}") from error
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """transformers 5 draws a progress bar on stderr per `from_pretrained`; a load here is one step of a command."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def read_roberta_config(directory: str | os.PathLike) -> RobertaConfig:

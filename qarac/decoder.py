@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from qarac import _hf  # noqa: F401
+from qarac.base import config_for_base, new_base_model, release_padding_rows
 from qarac.checkpoint import PretrainedMixin, load_base_model
 from qarac.config import QaracConfig
-from qarac.encoder import new_base_model, release_padding_rows
 from qarac.heads import QaracDecoderHead
 from qarac.validation import check_token_ids, check_vectors
 from transformers import RobertaModel
@@ -34,8 +34,6 @@ class QaracDecoderModel(PretrainedMixin, nn.Module):
     @classmethod
     def from_base_model(cls, model_dir: str | os.PathLike, config: QaracConfig | None = None) -> "QaracDecoderModel":
         """Build around the RoBERTa weights in a local HF directory (head freshly initialised)."""
-        from qarac.trainer import config_for_base
-
         config = config_for_base(model_dir, config)
         return cls(config, load_base_model(model_dir, config, is_decoder=True))
 

@@ -8,30 +8,12 @@ import torch
 from torch import nn
 
 from qarac import _hf  # noqa: F401
+from qarac.base import config_for_base, new_base_model, release_padding_rows
 from qarac.checkpoint import PretrainedMixin, load_base_model
 from qarac.config import QaracConfig
 from qarac.heads import GlobalAttentionPoolingHead
 from qarac.validation import check_token_ids
 from transformers import RobertaModel
-
-
-def new_base_model(config: QaracConfig, is_decoder: bool = False) -> RobertaModel:
-    """A randomly initialised RoBERTa base with the config's pooler option."""
-    return RobertaModel(config.roberta_config(is_decoder=is_decoder), add_pooling_layer=config.keep_pooler)
-
-
-def release_padding_rows(base: RobertaModel) -> RobertaModel:
-    """Let the `<pad>` rows of the word and position tables receive gradients, as in TF.
-
-    HF's PyTorch RoBERTa builds both embeddings with `padding_idx`, which zeroes
-    the gradient of that row; TF's has no such rule. Where padding influences
-    the loss (the legacy preset: padding leaks into the pooling head and the
-    cross-entropy), the legacy trains that row and so must the port. Where it
-    does not (the default), its gradient is zero anyway. Forward values are unchanged.
-    """
-    base.embeddings.word_embeddings.padding_idx = None
-    base.embeddings.position_embeddings.padding_idx = None
-    return base
 
 
 class QaracEncoderModel(PretrainedMixin, nn.Module):
@@ -50,8 +32,6 @@ class QaracEncoderModel(PretrainedMixin, nn.Module):
     @classmethod
     def from_base_model(cls, model_dir: str | os.PathLike, config: QaracConfig | None = None) -> "QaracEncoderModel":
         """Build around the RoBERTa weights in a local HF directory (head freshly initialised)."""
-        from qarac.trainer import config_for_base  # local import: trainer imports this module
-
         config = config_for_base(model_dir, config)
         return cls(config, load_base_model(model_dir, config))
 

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from qarac import _hf  # noqa: F401
+from qarac.base import new_lm_head, run_layer
 from qarac.config import QaracConfig
-from transformers.models.roberta.modeling_roberta import RobertaLayer, RobertaLMHead
+from transformers.models.roberta.modeling_roberta import RobertaLayer
 
 # TensorFlow's l2_normalize floors the squared norm at this value.
 L2_EPSILON = 1e-12
@@ -108,8 +109,7 @@ class QaracDecoderHead(nn.Module):
         layer_config = config.roberta_config(is_decoder=False)
         self.layer_0 = RobertaLayer(layer_config)
         self.layer_1 = RobertaLayer(layer_config)
-        self.head = RobertaLMHead(layer_config)
-        self.head.decoder.weight = word_embeddings.weight  # tied, as TFRobertaLMHead(config, embeddings)
+        self.head = new_lm_head(config, word_embeddings)  # tied, as TFRobertaLMHead(config, embeddings)
 
     def forward(self, vector: torch.Tensor, hidden_states: torch.Tensor,
                 attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -125,9 +125,9 @@ class QaracDecoderHead(nn.Module):
             mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)  # (B, T+1): the vector is always visible
         extended = torch.cat([vector[:, None, :], hidden_states], dim=1)  # (B, T+1, H)
         mask_0 = additive_attention_mask(mask, causal, batch, length + 1, extended.dtype, extended.device)
-        extended = self.layer_0(extended, attention_mask=mask_0)[0]
+        extended = run_layer(self.layer_0, extended, mask_0)
         states = extended[:, 1:]  # (B, T, H)
         mask_1 = additive_attention_mask(None if mask is None else mask[:, 1:], causal, batch, length,
                                          states.dtype, states.device)
-        states = self.layer_1(states, attention_mask=mask_1)[0]
+        states = run_layer(self.layer_1, states, mask_1)
         return self.head(states)  # (B, T, V)

@@ -53,7 +53,8 @@ ROBERTA_BASE: Mapping[str, Any] = {
 PRESETS: Mapping[str, Mapping[str, Any]] = {"tiny": TINY, "roberta-base": ROBERTA_BASE}
 
 TINY_SEED = 0
-_CACHE_VERSION = "v1"
+# v2: weights drawn by `seeded_weights`, the same on every transformers line.
+_CACHE_VERSION = "v2"
 
 
 def _cache_root() -> Path:
@@ -79,9 +80,8 @@ def build_base_checkpoint(directory: str | os.PathLike, preset: str = "tiny", se
     """
     directory = Path(directory)
     config = roberta_config(preset, **overrides)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = RobertaModel(config, add_pooling_layer=True)
+    model = RobertaModel(config, add_pooling_layer=True)
+    seeded_weights(model, seed)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -93,6 +93,31 @@ def build_base_checkpoint(directory: str | os.PathLike, preset: str = "tiny", se
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+@torch.no_grad()
+def seeded_weights(model: RobertaModel, seed: int) -> RobertaModel:
+    """Overwrite every parameter with values drawn from `seed` alone, as HF's RoBERTa init
+    draws them (normal(0, initializer_range) matrices and embeddings, zero biases, unit
+    layer-norm scales, zero `<pad>` embedding rows).
+
+    HF's own init draws in an order that changed between transformers 4.57 and 5, so
+    seeding the global RNG around it gave each line its own "embedded" model; here
+    parameters are drawn by name, in sorted order, from one private generator.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    std = model.config.initializer_range
+    pad = model.config.pad_token_id
+    for name, parameter in sorted(model.named_parameters()):
+        if name.endswith("LayerNorm.weight"):
+            parameter.fill_(1.0)
+        elif name.endswith("bias"):
+            parameter.zero_()
+        else:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    model.embeddings.word_embeddings.weight[pad] = 0.0
+    model.embeddings.position_embeddings.weight[pad] = 0.0
+    return model
 
 
 def _save_tokenizer_if_compatible(directory: Path, vocab_size: int) -> None:

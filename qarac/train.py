@@ -444,7 +444,7 @@ def load_tokenizer_for(train_config: TrainConfig, model_dir: Path):
 
 def build_model(train_config: TrainConfig, model_dir: Path) -> QaracTrainerModel:
     """Both bases from `model_dir`, heads initialised from `seed`."""
-    from qarac.trainer import config_for_base
+    from qarac.base import config_for_base
 
     config = config_for_base(model_dir, None)
     config = config.legacy() if train_config.legacy else config.fixed()

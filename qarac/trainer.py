@@ -13,10 +13,11 @@ from torch import nn
 
 from qarac import _hf  # noqa: F401
 from qarac.batch import INPUT_NAMES
-from qarac.checkpoint import PretrainedMixin, load_base_model, read_roberta_config
+from qarac.base import config_for_base, new_base_model
+from qarac.checkpoint import PretrainedMixin, load_base_model
 from qarac.config import QaracConfig
 from qarac.decoder import QaracDecoderModel
-from qarac.encoder import QaracEncoderModel, new_base_model
+from qarac.encoder import QaracEncoderModel
 from qarac.heads import l2_normalize
 from qarac.validation import check_token_ids, check_vectors
 
@@ -54,14 +55,6 @@ class QaracTrainerOutput(TensorFields):
     question_answering: torch.Tensor
     reasoning: torch.Tensor
     consistency: torch.Tensor
-
-
-def config_for_base(model_dir: str | os.PathLike, config: QaracConfig | None) -> QaracConfig:
-    """The QaracConfig for a base directory: its architecture, with `config`'s options."""
-    architecture = QaracConfig.from_roberta_config(read_roberta_config(model_dir))
-    if config is None:
-        return architecture
-    return config.replace(base=architecture.base)
 
 
 def concat_padded(batches: Sequence[Tokens], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

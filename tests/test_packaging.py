@@ -57,3 +57,37 @@ def test_tiny_checkpoint_ships_the_embedded_tokenizer(tiny_model_dir):
     assert len(tokenizer) == 512
     ids = tokenizer("The cat sat.")["input_ids"]
     assert ids[0] == 0 and ids[-1] == 2
+
+
+# sha256 over (name, float32 bytes) of every tensor of the seed-0 tiny model, in name order.
+# Produced by `build_base_checkpoint(dir)` on transformers 4.57.6 and 5.24.0 (identical files);
+# `make test` and `make test-modern` both check it, so the two lines build one embedded model.
+TINY_SEED0_DIGEST = "3eea76da0a877248aaf1355d178600ac9efb61b69e0445692f4d3cd2d07e3af0"
+
+
+def test_tiny_checkpoint_is_the_same_on_every_transformers_line(tmp_path):
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    tensors = load_file(build_base_checkpoint(tmp_path / "tiny", seed=0) / "model.safetensors")
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].tobytes())
+    assert digest.hexdigest() == TINY_SEED0_DIGEST
+
+
+def test_tiny_checkpoint_follows_robertas_init_rule(tmp_path):
+    from safetensors.numpy import load_file
+
+    tensors = load_file(build_base_checkpoint(tmp_path / "tiny", seed=3) / "model.safetensors")
+    for name, tensor in tensors.items():
+        if name.endswith("LayerNorm.weight"):
+            assert (tensor == 1).all(), name
+        elif name.endswith("bias"):
+            assert (tensor == 0).all(), name
+        else:
+            assert abs(float(tensor.std()) - 0.02) < 0.003 and abs(float(tensor.mean())) < 0.003, name
+    for table in ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"):
+        assert (tensors[table][1] == 0).all()  # the <pad> row, as RoBERTa's padding_idx init leaves it
