@@ -1,0 +1,235 @@
+"""Reference bundles: what the legacy computed, recorded once, as files that need no TensorFlow.
+
+A bundle is a directory:
+
+    manifest.json          schema version, library versions, model config, seeds, batch size,
+                           the JSON-valued results (gradient census, warnings, losses, ...),
+                           one entry per array (shape, dtype, what it is) and the sha256 of
+                           every other file of the bundle
+    arrays.safetensors     every array (inputs, targets, outputs, stages, gradients), by name
+    weights/               the weights the legacy ran with, as an HF RoBERTa directory
+                           (config.json, model.safetensors, tokenizer files) plus the heads
+                           in `heads.safetensors`
+
+Arrays are safetensors, everything else JSON: nothing is pickled. A bundle is
+written into a staging directory beside its destination and renamed into place,
+so a failed write leaves an earlier bundle intact. Reading checks the schema
+version, every file's hash, and that every array the manifest lists is there
+with its shape and dtype, and raises `BundleError` (a one-line message naming
+the problem) otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ARRAYS_NAME = "arrays.safetensors"
+WEIGHTS_DIR = "weights"
+
+
+class BundleError(ValueError):
+    """A reference bundle is missing, of another schema, edited, incomplete or corrupt."""
+
+
+@dataclass
+class Bundle:
+    """A reference bundle in memory.
+
+    Attributes:
+        arrays: name -> array, e.g. "legacy/padded/output/encode_decode" (B, T, V).
+        descriptions: name -> what the array is (kept in the manifest).
+        results: JSON-valued results by name (e.g. the gradient census of each TF mode).
+        meta: everything else of the manifest: versions, model config, seeds, batch size.
+        weights_dir: the HF directory of the weights the legacy ran with, or None.
+        directory: where the bundle was read from, or None for one built in memory.
+    """
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    weights_dir: Path | None = None
+    directory: Path | None = None
+
+    def add(self, name: str, array: np.ndarray, description: str) -> None:
+        if name in self.arrays:
+            raise ValueError(f"array {name!r} is already in the bundle")
+        self.arrays[name] = np.ascontiguousarray(array)
+        self.descriptions[name] = description
+
+    def array(self, name: str) -> np.ndarray:
+        try:
+            return self.arrays[name]
+        except KeyError:
+            where = f"bundle {self.directory}" if self.directory else "the bundle"
+            raise BundleError(f"{where} has no array {name!r}") from None
+
+    def group(self, prefix: str) -> dict[str, np.ndarray]:
+        """Arrays under `prefix/`, keyed by the rest of their name."""
+        start = prefix.rstrip("/") + "/"
+        return {name[len(start):]: value for name, value in self.arrays.items() if name.startswith(start)}
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files_below(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def _array_entries(bundle: Bundle) -> dict[str, dict[str, Any]]:
+    return {name: {"shape": list(value.shape), "dtype": str(value.dtype), "description": bundle.descriptions[name]}
+            for name, value in sorted(bundle.arrays.items())}
+
+
+def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write `bundle` to `directory` atomically (staging directory, then rename).
+
+    Raises:
+        BundleError: `directory` exists and `overwrite` is False.
+    """
+    directory = Path(directory)
+    if directory.exists() and not overwrite:
+        raise BundleError(f"{directory} already exists; pass overwrite to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".staging", dir=directory.parent))
+    try:
+        safetensors.numpy.save_file(dict(bundle.arrays), str(staging / ARRAYS_NAME), metadata={"format": "np"})
+        if bundle.weights_dir is not None:
+            shutil.copytree(bundle.weights_dir, staging / WEIGHTS_DIR)
+        manifest = {"schema_version": SCHEMA_VERSION, **bundle.meta, "results": bundle.results,
+                    "arrays": _array_entries(bundle),
+                    "files": {str(p.relative_to(staging)): sha256_of(p) for p in _files_below(staging)}}
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default)
+                                             + "\n", encoding="utf-8")
+        for path in [staging, *staging.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # mkdtemp's 0700: a bundle is meant to be shared
+        _swap_into_place(staging, directory)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return directory
+
+
+def _swap_into_place(staging: Path, directory: Path) -> None:
+    """Rename `staging` onto `directory`; an existing one is moved aside first and removed last."""
+    if not directory.exists():
+        os.replace(staging, directory)
+        return
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(directory, old)
+    os.replace(staging, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a bundle, after checking its schema version and every file's hash."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise BundleError(f"bundle {directory} does not exist or is not a directory")
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{directory} is not a reference bundle: {MANIFEST_NAME} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise BundleError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+        found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        raise BundleError(f"{directory} has bundle schema version {found!r}; this qarac reads version "
+                          f"{SCHEMA_VERSION}: record the bundle again with this version")
+    _check_files(directory, manifest.get("files", {}))
+    return manifest
+
+
+def _check_files(directory: Path, files: Mapping[str, str]) -> None:
+    if ARRAYS_NAME not in files:
+        raise BundleError(f"{directory / MANIFEST_NAME} lists no {ARRAYS_NAME}")
+    for name, expected in sorted(files.items()):
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"bundle {directory} lacks {name}, which its manifest lists")
+        if sha256_of(path) != expected:
+            raise BundleError(f"bundle file {path} was changed after recording (sha256 differs from the manifest)")
+    extra = sorted(str(p.relative_to(directory)) for p in _files_below(directory)
+                   if str(p.relative_to(directory)) not in files)
+    if extra:
+        raise BundleError(f"bundle {directory} holds files its manifest does not list: {extra}")
+
+
+def read_bundle(directory: str | os.PathLike) -> Bundle:
+    """Read and check a bundle.
+
+    Raises:
+        BundleError: missing directory or manifest, another schema version, a file
+            edited/added/removed after recording, an unreadable (e.g. truncated)
+            safetensors file, or an array missing or of another shape/dtype than listed.
+    """
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    try:
+        arrays = safetensors.numpy.load_file(str(directory / ARRAYS_NAME))
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise BundleError(f"{directory / ARRAYS_NAME} is not a readable safetensors file: {error}") from error
+    listed = manifest.get("arrays", {})
+    missing = sorted(set(listed) - set(arrays))
+    if missing:
+        raise BundleError(f"bundle {directory} lacks arrays its manifest lists: {missing[:5]}"
+                          f"{' ...' if len(missing) > 5 else ''}")
+    for name, entry in listed.items():
+        if list(arrays[name].shape) != entry["shape"] or str(arrays[name].dtype) != entry["dtype"]:
+            raise BundleError(f"bundle array {name!r} is {arrays[name].dtype}{list(arrays[name].shape)}, "
+                              f"the manifest lists {entry['dtype']}{entry['shape']}")
+    meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files")}
+    weights = directory / WEIGHTS_DIR
+    return Bundle(arrays={name: arrays[name] for name in listed},
+                  descriptions={name: entry["description"] for name, entry in listed.items()},
+                  results=manifest.get("results", {}), meta=meta,
+                  weights_dir=weights if weights.is_dir() else None, directory=directory)
+
+
+def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:
+    """Refuse to compare against a bundle recorded for another architecture or vocabulary.
+
+    Args:
+        model_config: the RoBERTa architecture keys (e.g. `QaracConfig.base`) of the model to check.
+        vocabulary: token -> id of the tokenizer in use, when there is one.
+    """
+    recorded = bundle.meta.get("model_config", {})
+    differing = sorted(key for key in set(recorded) & set(model_config) if recorded[key] != model_config[key])
+    if differing:
+        pairs = ", ".join(f"{key}: bundle {recorded[key]!r} vs model {model_config[key]!r}" for key in differing)
+        raise BundleError(f"bundle {bundle.directory} was recorded for another model ({pairs})")
+    digest = bundle.meta.get("vocabulary_sha256")
+    if vocabulary is not None and digest is not None and vocabulary_sha256(vocabulary) != digest:
+        raise BundleError(f"bundle {bundle.directory} was recorded with another vocabulary (token ids differ)")
+
+
+def vocabulary_sha256(vocabulary: Mapping[str, int]) -> str:
+    return hashlib.sha256(json.dumps(sorted(vocabulary.items())).encode()).hexdigest()
