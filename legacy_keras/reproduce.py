@@ -17,6 +17,14 @@ import json
 import sys
 
 
+def _cause_line(message: str) -> str:
+    """The line of an error message that names the Python error behind it (TF wraps a
+    generator's exception raised inside `fit` in an InvalidArgumentError)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    named = [line for line in lines if "RaggedBatchError" in line or "non-rectangular" in line]
+    return (named or lines or [""])[0]
+
+
 def fit_epoch(trainer, data_dir=None, seed: int = 0) -> dict:
     """`trainer.fit` over one epoch of the original's pipeline; where it stopped and why.
 
@@ -50,7 +58,7 @@ def fit_epoch(trainer, data_dir=None, seed: int = 0) -> dict:
         trainer.fit(iter(training_data), steps_per_epoch=len(training_data), epochs=1, verbose=0,
                     callbacks=[counter])
     except Exception as caught:  # what fit raises depends on where the batch failed (peek or graph)
-        error = f"{type(caught).__name__}: {str(caught).strip().splitlines()[0]}"
+        error = f"{type(caught).__name__}: {_cause_line(str(caught))}"
     first = ragged[0] if ragged else None
     return {
         "batches_in_epoch": len(training_data),
