@@ -569,7 +569,8 @@ class CorpusBatches:
         seed: the data order.
 
     Raises:
-        ValueError: a corpus is empty, or (truncate off) a sequence is longer than max_length.
+        ValueError: a corpus is empty, (truncate off) a sequence is longer than
+            max_length, or all_text holds less than one batch (legacy batching).
     """
 
     def __init__(self, corpora: Corpora, tokenizer, data_config: DataConfig = DataConfig(),
@@ -602,6 +603,9 @@ class CorpusBatches:
             self._add(offset, [prefix + body for body in bodies], longest_body + 1)
             self._add(target, [body + suffix for body in bodies], longest_body + 1)
         self._check_lengths(max_length)
+        if data_config.batching == "all_text_epoch" and self.sizes["all_text"] < self.batch_size:
+            raise ValueError(f"all_text has {self.sizes['all_text']} rows, fewer than one batch of "
+                             f"{self.batch_size}: an epoch of batching=all_text_epoch would be empty")
         self.labels = torch.tensor([label for *_, label in corpora.consistency], dtype=torch.float32)
 
     def _encode(self, tokenizer, texts: Sequence[str], max_length: int, special: bool) -> list[list[int]]:
