@@ -643,6 +643,8 @@ class CorpusBatches:
 
     def _cycled_plan(self, epoch: int) -> list[dict[str, list[int]]]:
         length = max(self.sizes.values())
+        # One generator per (seed, epoch): an epoch's order never depends on the ones before,
+        # so a resumed run finds it again without replaying them.
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(length, generator=generator).tolist()
         return [{corpus: [i % size for i in order[start:start + self.batch_size]]
