@@ -25,7 +25,7 @@ def _cause_line(message: str) -> str:
     return (named or lines or [""])[0]
 
 
-def fit_epoch(trainer, data_dir=None, seed: int = 0) -> dict:
+def fit_epoch(trainer, data_dir=None, seed: int = 0, model_dir=None) -> dict:
     """`trainer.fit` over one epoch of the original's pipeline; where it stopped and why.
 
     Returns:
@@ -42,7 +42,7 @@ def fit_epoch(trainer, data_dir=None, seed: int = 0) -> dict:
     from qarac.data import DEFAULT_DATA_DIR
 
     data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
-    tokenizer = legacy_tokenizer(getattr(trainer, "model_dir", None))
+    tokenizer = legacy_tokenizer(model_dir)  # the model directory's tokenizer.json, else the embedded one
     width = trainer.question_encoder.config.hidden_size  # 768 in the original, which ran roberta-base
 
     def corpus():
@@ -91,8 +91,7 @@ def reproduce(model_dir=None, fixed: bool = False, seed: int = 0, data_dir=None,
         "transformers": transformers.__version__,
     }
     if epoch:
-        trainer.model_dir = model_dir
-        result["epoch"] = fit_epoch(trainer, data_dir, seed)
+        result["epoch"] = fit_epoch(trainer, data_dir, seed, model_dir)
     return result
 
 
