@@ -710,13 +710,19 @@ class CorpusBatches:
                 yield self.build(rows, index)
 
     def find_ragged(self, epoch: int = 0) -> list[RaggedBatch]:
-        """Every batch of `epoch` that `build` would refuse, found before any training."""
+        """Every batch of `epoch` that `build` would refuse, found from the row lengths alone
+        (no batch is built), so that a whole run can be checked before any training."""
+        if self.config.padding != "corpus":
+            return []  # per-batch and corpus_fit padding are never ragged
+        fields = [*INPUT_NAMES, *(name for name in TARGET_NAMES if name != "consistency")]
+        lengths = {field: np.diff(self.columns[field].offsets) for field in fields}
         found = []
         for index, rows in enumerate(self.plan(epoch)):
-            try:
-                self.build(rows, index)
-            except RaggedBatchError as error:
-                found.append(error.ragged)
+            for field in fields:
+                padded = np.maximum(lengths[field][list(rows[FIELD_CORPUS[field]])], self.lengths[field])
+                if padded.min() != padded.max():
+                    found.append(RaggedBatch(index, field, self.lengths[field], tuple(int(n) for n in padded)))
+                    break
         return found
 
     @classmethod

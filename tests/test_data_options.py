@@ -177,3 +177,17 @@ def test_legacy_preset_on_the_sample_corpora(corpora, tokenizer):
     assert ragged and ragged[0].batch == 0  # the original's first batch is already ragged (seed 0)
     fitted = CorpusBatches(corpora, tokenizer, DataConfig().legacy().with_assignments(["padding=corpus_fit"]))
     assert fitted.find_ragged(0) == []
+
+
+def test_find_ragged_agrees_with_build(corpora, tokenizer):
+    """The lengths-only check names exactly the batches `build` refuses, with the same field."""
+    data = CorpusBatches(corpora, tokenizer, DataConfig().legacy(), seed=2)
+    found = {r.batch: r for r in data.find_ragged(1)}
+    for index, rows in enumerate(data.plan(1)):
+        if index in found:
+            with pytest.raises(RaggedBatchError) as error:
+                data.build(rows, index)
+            assert error.value.ragged == found[index]
+        else:
+            data.build(rows, index)
+    assert 0 < len(found) < len(data)
