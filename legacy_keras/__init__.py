@@ -4,6 +4,7 @@ Importing this package does not import TensorFlow; its submodules do:
 
     from legacy_keras.build import build_trainer, build_encoder, build_decoder
     from legacy_keras.gradients import missing_gradients, gradient_report
+    from legacy_keras.pipeline import CombinedCorpus   # the original's input pipeline
     python -m legacy_keras.reproduce
 
 See legacy_keras/README.md for why six gradients go missing.

@@ -11,19 +11,22 @@ from legacy_keras._tf import TFRobertaLayer, TFRobertaLMHead, keras, tf
 
 
 @tf.function
-def dot_product(vectors):
-    """Dot products of one batch element's local vectors with its global vector.
+def dot_prod(vectors):
+    """One batch element's `tensordot(x, y, axes=1)`, the original's module-level helper.
 
-    The legacy maps this over the batch with `tf.vectorized_map`.
+    The legacy maps it over the batch with `tf.vectorized_map` twice (SPEC.md 1.1):
+    for the attention weights, `x` the local vectors (T, H) and `y` the global
+    vector (H,), giving (T,); for the pooled output, `x` the masked attention
+    weights (T,) and `y` the base model's vectors (T, H), giving (H,).
 
     Args:
-        vectors: a pair `(local, global_)` of shapes (T, H) and (H,).
+        vectors: a pair `(x, y)` whose last / first axes match.
 
     Returns:
-        (T,) the dot product of each local vector with the global one.
+        `x . y` contracted over one axis.
     """
-    local, global_ = vectors
-    return tf.tensordot(local, global_, axes=1)
+    x, y = vectors
+    return tf.tensordot(x, y, axes=1)
 
 
 class GlobalAttentionPoolingHead(keras.layers.Layer):
@@ -35,10 +38,11 @@ class GlobalAttentionPoolingHead(keras.layers.Layer):
 
     Legacy quirks kept: the global sum runs over every position, padding
     included; the legacy encoder never passes `attention_mask` (so `m` is all
-    ones); `L` is applied through `tf.vectorized_map` over the
+    ones); three `tf.vectorized_map` calls, as the original: `L` through the
     `@tf.function`-decorated method `project_local`, which under graph
     execution (`tf.function`, `fit`) loses the local projection's gradient
-    (see legacy_keras/README.md).
+    (see legacy_keras/README.md), then the attention dot products and the
+    weighted sum, both through the module-level `@tf.function` `dot_prod`.
 
     Args:
         fix_local_projection_gradient: apply `L` through the undecorated
@@ -100,9 +104,8 @@ class GlobalAttentionPoolingHead(keras.layers.Layer):
         project = self._project if self.fix_local_projection_gradient else self.project_local
         local_vectors = tf.vectorized_map(project, X)  # (B, T, H)
         local_vectors = tf.linalg.l2_normalize(local_vectors, axis=2)
-        attention = tf.vectorized_map(dot_product, (local_vectors, global_vector))  # (B, T)
-        weights = tf.expand_dims(attention * attention_mask, axis=2)  # (B, T, 1)
-        return tf.reduce_sum(weights * X, axis=1)  # (B, H)
+        attention = tf.vectorized_map(dot_prod, (local_vectors, global_vector))  # (B, T)
+        return tf.vectorized_map(dot_prod, (attention * attention_mask, X))  # (B, H)
 
     def get_config(self):
         config = super().get_config()

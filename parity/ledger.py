@@ -82,3 +82,132 @@ def measure_deviations(legacy_model: QaracTrainerModel, inputs, targets) -> list
             explanation=EXPLANATIONS[option],
         ))
     return deviations
+
+
+# --- data deviations: what the legacy's input pipeline changes (SPEC.md 1.5), measured ------
+
+# Data option -> (its corrected value, what the legacy did and what switching it changes).
+DATA_DEVIATIONS: Mapping[str, tuple[Any, str]] = {
+    "decoder_affixes": ("single", "The original's decoder prefix and suffix were `<s> <s> </s>` and `<s> </s> </s>`: "
+                                  "a three-token shift, position i trained on the token three ahead; the one-token "
+                                  "shift changes both decoder inputs and targets, hence both cross-entropy losses."),
+    "padding": ("batch", "The original padded every field to one length for the whole corpus; with the legacy model "
+                         "padding enters the pooling sums and the cross-entropy, so per-batch padding moves every "
+                         "loss on rows shorter than the corpus' longest."),
+    "encoder_special_tokens": (True, "The original encoded encoder inputs without `<s>`/`</s>`; adding them changes "
+                                     "every encoder vector, hence all four losses."),
+}
+# Rectangular batches of epoch 0 the data deviations are measured on.
+DATA_DEVIATION_BATCHES = 4
+
+
+@dataclass
+class DataDeviation:
+    """How far one data option, switched alone from the legacy pipeline to the corrected one, moves each loss.
+
+    Measured with the legacy model (its weights, `QaracConfig.legacy()`) on the same corpus
+    rows, batch by batch: `loss_change` is the largest |switched - legacy| over the batches,
+    `legacy_losses` / `switched_losses` the means over them.
+    """
+
+    option: str
+    legacy_value: Any
+    fixed_value: Any
+    batches: list[int]
+    legacy_losses: dict[str, float]
+    switched_losses: dict[str, float]
+    loss_change: dict[str, float]
+    explanation: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure_data_deviations(legacy_model: QaracTrainerModel, tokenizer, data_dir=None,
+                            n_batches: int = DATA_DEVIATION_BATCHES, batch_size: int = 32,
+                            seed: int = 0) -> list[DataDeviation]:
+    """Switch each data option of `DATA_DEVIATIONS` alone and measure the losses on the same rows.
+
+    Args:
+        legacy_model: a trainer built with the legacy preset.
+        tokenizer: the model's RoBERTa tokenizer.
+        data_dir: the four corpus CSVs (default: the shipped samples).
+        n_batches: how many rectangular batches of epoch 0 of the legacy pipeline to use.
+        batch_size: 32 as in the original.
+        seed: the legacy pipeline's shuffles.
+
+    Raises:
+        ValueError: the model is not the legacy preset, or the epoch has too few rectangular batches.
+    """
+    import dataclasses
+
+    from qarac.data import DEFAULT_DATA_DIR, Corpora, CorpusBatches, DataConfig, RaggedBatchError
+
+    config = legacy_model.config
+    if not config.is_legacy:
+        raise ValueError("measure_data_deviations needs a model built with the legacy preset (QaracConfig.legacy())")
+    corpora = Corpora.from_directory(DEFAULT_DATA_DIR if data_dir is None else data_dir)
+    legacy_data_config = dataclasses.replace(DataConfig().legacy(), batch_size=batch_size)
+
+    def data(**change):
+        return CorpusBatches(corpora, tokenizer, dataclasses.replace(legacy_data_config, **change),
+                             max_length=config.max_tokens, seed=seed)
+
+    legacy_data = data()
+    chosen = []
+    for index, rows in enumerate(legacy_data.plan(0)):
+        try:
+            chosen.append((index, rows, legacy_data.build(rows, index)))
+        except RaggedBatchError:
+            continue
+        if len(chosen) == n_batches:
+            break
+    if len(chosen) < n_batches:
+        raise ValueError(f"epoch 0 has only {len(chosen)} rectangular legacy batches, fewer than {n_batches}")
+    legacy_model.eval()
+    reference = [_run(legacy_model, config, batch.inputs, batch.targets)[1] for _, _, batch in chosen]
+    deviations = []
+    for option, (fixed_value, explanation) in DATA_DEVIATIONS.items():
+        switched_data = data(**{option: fixed_value})
+        switched = [_run(legacy_model, config, b.inputs, b.targets)[1]
+                    for b in (switched_data.build(rows, index) for index, rows, _ in chosen)]
+        names = list(reference[0])
+        deviations.append(DataDeviation(
+            option=option,
+            legacy_value=getattr(legacy_data_config, option),
+            fixed_value=fixed_value,
+            batches=[index for index, _, _ in chosen],
+            legacy_losses={name: sum(r[name] for r in reference) / len(reference) for name in names},
+            switched_losses={name: sum(s[name] for s in switched) / len(switched) for name in names},
+            loss_change={name: max(abs(s[name] - r[name]) for s, r in zip(switched, reference)) for name in names},
+            explanation=explanation,
+        ))
+    return deviations
+
+
+def main(argv=None) -> int:
+    """`python -m parity.ledger [--model DIR] [--data DIR] [--seed S]`: the data deviations as JSON."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from parity.inputs import tokenizer_for
+    from qarac.checkpoint import read_roberta_config
+    from qarac.presets import tiny_model_dir
+
+    parser = argparse.ArgumentParser(prog="python -m parity.ledger", description=main.__doc__)
+    parser.add_argument("--model", default=None, help="HF RoBERTa directory (default: the embedded tiny model)")
+    parser.add_argument("--data", default=None, help="the four corpus CSVs (default: the samples)")
+    parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the data's shuffles")
+    args = parser.parse_args(argv)
+    model_dir = Path(args.model) if args.model else tiny_model_dir()
+    config = QaracConfig.from_roberta_config(read_roberta_config(model_dir)).legacy()
+    torch.manual_seed(args.seed)
+    model = QaracTrainerModel.from_base_model(model_dir, config)
+    deviations = measure_data_deviations(model, tokenizer_for(model_dir, config), args.data, seed=args.seed)
+    print(json.dumps([d.to_dict() for d in deviations], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,6 +45,11 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     parser.add_argument("--legacy", action="store_true", help="every compatibility option as the legacy had it")
     parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--data-preset", choices=("default", "legacy"), default=defaults.data_preset,
+                        help="the data options (qarac.data.DataConfig): the corrected pipeline, or the "
+                             "legacy's batches exactly")
+    parser.add_argument("--data-option", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one data option of the preset, e.g. padding=corpus_fit (repeatable)")
     parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
     parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/latest")
     parser.add_argument("--no-progress", action="store_true")
@@ -90,6 +95,7 @@ def run_train(args: argparse.Namespace) -> None:
                          beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
                          checkpoint_every=args.checkpoint_every, device=args.device, bf16=not args.no_bf16,
                          legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
+                         data_preset=args.data_preset, data_options=tuple(args.data_option),
                          resume=args.resume, progress=not args.no_progress)
     from transformers.utils import logging as hf_logging
 

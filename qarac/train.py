@@ -47,7 +47,8 @@ from qarac import _hf  # noqa: F401
 from qarac.batch import QaracBatch
 from qarac.checkpoint import CheckpointError, atomic_write, atomic_write_text, load_safetensors
 from qarac.config import QaracConfig
-from qarac.data import DEFAULT_DATA_DIR, QaracDataset, make_dataloader
+from qarac.data import (DEFAULT_DATA_DIR, CorpusBatches, DataConfig, QaracDataset, data_config_for,
+                        make_dataloader)
 from qarac.losses import QaracLoss
 from qarac.trainer import QaracTrainerModel
 
@@ -89,6 +90,8 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast, on CUDA only
     legacy: bool = False  # QaracConfig.legacy(): every compatibility option as the legacy had it
     max_length: int = 128  # longest token sequence of any field
+    data_preset: str = "default"  # data options: "default" or "legacy" (qarac.data.data_config_for)
+    data_options: tuple[str, ...] = ()  # NAME=VALUE overrides of the preset's data options
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = False  # continue from output_dir/latest
     progress: bool = True  # tqdm progress bar (rank 0)
@@ -107,6 +110,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate and decay_rate must be > 0, got {self.learning_rate}, {self.decay_rate}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        self.data_config()  # a bad preset or option fails here, before any work
+
+    def data_config(self) -> DataConfig:
+        return data_config_for(self.data_preset, self.data_options)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,9 +231,14 @@ class ResumeSampler(Sampler[int]):
         return len(self.sampler) - self.skip
 
 
-def epoch_batches(dataset: QaracDataset, train_config: TrainConfig, runtime: Runtime,
+def epoch_batches(dataset: QaracDataset | CorpusBatches, train_config: TrainConfig, runtime: Runtime,
                   epoch: int, position: int) -> Iterator[QaracBatch]:
     """This rank's batches of `epoch`, from batch number `position` on."""
+    if isinstance(dataset, CorpusBatches):
+        if runtime.distributed:
+            raise ValueError("non-default data options (--data-preset / --data-option) train in one process; "
+                             "run without torchrun, or with the default data options")
+        return dataset.batches(epoch, position)
     sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
                                  shuffle=True, seed=train_config.seed)
     sampler.set_epoch(epoch)
@@ -237,7 +249,9 @@ def epoch_batches(dataset: QaracDataset, train_config: TrainConfig, runtime: Run
     return iter(loader)
 
 
-def steps_per_epoch(dataset: QaracDataset, train_config: TrainConfig, runtime: Runtime) -> int:
+def steps_per_epoch(dataset: QaracDataset | CorpusBatches, train_config: TrainConfig, runtime: Runtime) -> int:
+    if isinstance(dataset, CorpusBatches):
+        return len(dataset)
     per_rank = math.ceil(len(dataset) / runtime.world_size)
     return math.ceil(per_rank / train_config.batch_size)
 
@@ -452,13 +466,35 @@ def build_model(train_config: TrainConfig, model_dir: Path) -> QaracTrainerModel
     return QaracTrainerModel.from_base_model(model_dir, config)
 
 
-def build_dataset(train_config: TrainConfig, tokenizer, config: QaracConfig) -> QaracDataset:
+def build_dataset(train_config: TrainConfig, tokenizer, config: QaracConfig) -> QaracDataset | CorpusBatches:
     from qarac.tokenizer import check_tokenizer_fits
 
     check_tokenizer_fits(tokenizer, config.vocab_size)
     if train_config.max_length > config.max_tokens:
         raise ValueError(f"max_length {train_config.max_length} exceeds the model's {config.max_tokens} positions")
-    return QaracDataset.from_directory(train_config.data_dir, tokenizer, train_config.max_length)
+    data_config = train_config.data_config()
+    if data_config.is_default:
+        return QaracDataset.from_directory(train_config.data_dir, tokenizer, train_config.max_length)
+    return build_corpus_batches(train_config, data_config, tokenizer)
+
+
+def build_corpus_batches(train_config: TrainConfig, data_config: DataConfig, tokenizer) -> CorpusBatches:
+    """The batches of non-default data options, every epoch to be run checked for ragged batches up front.
+
+    Raises:
+        ValueError: a ragged batch (legacy padding), where the original's fit stopped.
+    """
+    dataset = CorpusBatches.from_directory(train_config.data_dir, tokenizer, data_config,
+                                           max_length=train_config.max_length,
+                                           batch_size=train_config.batch_size, seed=train_config.seed)
+    epochs = math.ceil(train_config.max_steps / len(dataset)) if train_config.max_steps else train_config.epochs
+    for epoch in range(epochs):
+        ragged = dataset.find_ragged(epoch)
+        if ragged:
+            raise ValueError(f"{len(ragged)} of {len(dataset)} batches of epoch {epoch} are ragged with "
+                             f"padding=corpus, as the original's were (its fit stopped at the first): "
+                             f"{ragged[0].explain()}; train with --data-option padding=corpus_fit")
+    return dataset
 
 
 def reduce_losses(losses: dict[str, float], runtime: Runtime) -> dict[str, float]:
