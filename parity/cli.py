@@ -24,7 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown here")
     parser.add_argument("--plot", type=Path, default=None, help="write the gradient-flow plot (PNG) here")
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="absolute forward tolerance (default: 1e-5 for the tiny model, 1e-4 for larger ones)")
+                        help="fixed absolute forward tolerance, overriding the default verdict "
+                             "(each value within parity.noise.FLOOR_BOUND times its measured noise floor)")
     parser.add_argument("--batch-size", type=int, default=4, help="examples per objective in the compared batch")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="also compare K training steps of legacy fit and the port (0: skip)")
@@ -37,15 +38,6 @@ def check_model_dir(model_dir: Path) -> None:
     """Fail fast, with one line, on a directory the harness cannot use."""
     read_roberta_config(model_dir)
     load_safetensors(model_dir / WEIGHTS_NAME)
-
-
-def default_tolerance(model_dir: Path) -> float:
-    from parity.compare import TINY_TOLERANCE
-    from parity.harness import ROBERTA_BASE_TOLERANCE
-
-    config = read_roberta_config(model_dir)
-    tiny = config.hidden_size <= 64 and config.num_hidden_layers <= 2
-    return TINY_TOLERANCE if tiny else ROBERTA_BASE_TOLERANCE
 
 
 def _quiet_library_logs() -> None:
@@ -79,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from parity.harness import run_parity
     from parity.report import print_report, write_json, write_markdown
 
-    tolerance = args.tolerance if args.tolerance is not None else default_tolerance(args.model)
+    tolerance = args.tolerance  # None: judged in noise-floor units
     with console.status("parity") as status:
         report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
                             train_steps=args.train_steps, progress=lambda stage: status.update(f"parity: {stage}"))
