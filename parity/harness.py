@@ -214,6 +214,9 @@ def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, b
 
             report.training = training_parity(model_dir, train_steps, batch_size, seed).to_dict()
     report.checks = _checks(report, [c for run in runs.values() for c in run.result.outputs])
+    from parity.mutations import legacy_l2_probe, primitives_agree
+
+    report.checks["l2_normalize_primitive"] = primitives_agree(legacy_l2_probe())
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
     return report
