@@ -22,7 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="local HF RoBERTa directory (default: the embedded tiny RoBERTa)")
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown here")
-    parser.add_argument("--plot", type=Path, default=None, help="write the gradient-flow plot (PNG) here")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="write the gradient-flow plot (PNG) here, and the per-stage error plot beside it (*_stages.png)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="fixed absolute forward tolerance, overriding the default verdict "
                              "(each value within parity.noise.FLOOR_BOUND times its measured noise floor)")
@@ -82,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         write_markdown(report, args.markdown)
     if args.plot:
-        from parity.plot import plot_gradient_flow
+        from parity.plot import plot_gradient_flow, plot_stage_errors, stage_plot_path
 
         plot_gradient_flow(report, args.plot)
+        plot_stage_errors(report, stage_plot_path(args.plot))
     if not report.passed:
         failed = [name for name, ok in report.checks.items() if not ok]
         print(f"qarac-parity: failed checks: {', '.join(failed)}", file=sys.stderr)

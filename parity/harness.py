@@ -322,6 +322,7 @@ def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bo
         "localised": not any(entry["unlocated_outputs"] for entry in report.localisation.values()),
         "tf_graph_and_fit_miss_the_seed_six": set(grads["tf/graph"]["missing"]) == SEED_MISSING
         and set(grads["tf/fit"]["missing"]) == SEED_MISSING,
+        "deviations_declared": all(d["passed"] for d in report.deviations),
         "gradient_census_complete": all(not flow["not_covered"] and flow["expected"] for flow in grads.values()),
         "pt_default_misses_none": not (grads["pt/default"]["missing"] or grads["pt/default"]["zero"]
                                        or grads["pt/default"]["nonfinite"]),

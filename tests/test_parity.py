@@ -113,10 +113,11 @@ def test_forward_parity_api_fails_on_a_wrong_weight(models, batch):
 
 
 @pytest.mark.parametrize("parameter, stage", [
-    ("decoder.decoder.encoder.layer.1.attention.self.query.weight", "decoder base: layer 1"),
-    ("question_encoder.encoder.encoder.layer.0.output.dense.bias", "encoder base: layer 0"),
-    ("answer_encoder.head.local_projection", "answer encoder head: local projection"),
-    ("decoder.decoder_head.layer_1.output.LayerNorm.weight", "decoder head: layer_1"),
+    ("decoder.decoder.encoder.layer.1.attention.self.query.weight", "decoder base: layer 1 (offset_text)"),
+    ("question_encoder.encoder.encoder.layer.0.output.dense.bias", "encoder base: layer 0 (all_text)"),
+    ("answer_encoder.head.local_projection", "answer encoder head: output (all_text)"),
+    ("question_encoder.head.global_projection", "question encoder head: output (question)"),
+    ("decoder.decoder_head.layer_1.output.LayerNorm.weight", "decoder head: layer_1 (offset_text)"),
 ])
 def test_planted_error_is_localised(models, batch, parameter, stage):
     pt_model = models[1]
