@@ -24,6 +24,7 @@ and the verdict still compares the port with the legacy
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping
 
@@ -119,17 +120,27 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(before)
 
 
-def _rebuilt(pt_model, config):
-    """A new model of `config` holding `pt_model`'s weights (eval mode)."""
-    model = type(pt_model)(config).eval()
-    model.load_state_dict(pt_model.state_dict())
-    return model
+# pt_model -> its float64 and eager-attention twins, built once (building is the slow part);
+# their weights are reloaded from pt_model on every use (the sharpened set changes them).
+_TWINS: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
+
+
+def _twins(pt_model) -> tuple[Any, Any]:
+    if pt_model not in _TWINS:
+        with _default_dtype(torch.float64):
+            float64 = type(pt_model)(pt_model.config).double().eval()
+        eager = type(pt_model)(pt_model.config.replace(attn_implementation="eager")).eval()
+        _TWINS[pt_model] = (float64, eager)
+    float64, eager = _TWINS[pt_model]
+    state = pt_model.state_dict()
+    float64.load_state_dict(state)  # copied into the float64 parameters, converted
+    eager.load_state_dict(state)
+    return float64, eager
 
 
 def _pytorch_variants(pt_model, inputs, order) -> dict[str, Capture]:
     """The port re-run under every change that must not matter."""
-    float64 = _rebuilt(pt_model, pt_model.config).double()
-    eager = _rebuilt(pt_model, pt_model.config.replace(attn_implementation="eager"))
+    float64, eager = _twins(pt_model)
     with _threads(1):
         one_thread = capture_torch(pt_model, inputs)
     with _default_dtype(torch.float64):  # HF builds its causal mask in the default dtype

@@ -188,7 +188,9 @@ def test_deviation_ledger(models, batch):
     from parity.ledger import measure_deviations
 
     deviations = {d.option: d for d in measure_deviations(models[1], batch.inputs, batch.targets)}
-    assert set(deviations) == {"pooling_masks_padding", "causal_decoder_head", "keep_pooler", "loss_ignores_padding"}
+    assert set(deviations) == {"pooling_masks_padding", "causal_decoder_head", "keep_pooler", "loss_ignores_padding",
+                               "all options (default preset)"}
+    assert all(d.passed for d in deviations.values())
     pooler = deviations["keep_pooler"]
     assert max(pooler.output_change.values()) == 0.0 and pooler.parameters_removed == 4
     assert deviations["pooling_masks_padding"].output_change["question_answering"] > 1e-3
