@@ -89,9 +89,10 @@ def test_decoder_head_matches_numpy_formula(causal):
     embeddings = torch.nn.Embedding(config.vocab_size, config.hidden_size)
     head = QaracDecoderHead(config, embeddings).eval()
     rng = np.random.default_rng(0)
-    vector = rng.normal(size=(3, 32))
-    # Rows of very different scales: at 1e-3 the layer norms' epsilon (1e-5) is visible.
-    states = rng.normal(size=(3, 6, 32)) * np.array([1.0, 3.0, 1e-3])[:, None, None]
+    # Rows of very different scales: at 1e-3 (variance 1e-6) the layer norms' epsilon (1e-5) dominates.
+    scale = np.array([1.0, 3.0, 1e-3])
+    vector = rng.normal(size=(3, 32)) * scale[:, None]
+    states = rng.normal(size=(3, 6, 32)) * scale[:, None, None]
     mask = np.array([[1] * 6, [1] * 4 + [0] * 2, [1] * 5 + [0]])
     with torch.no_grad():
         got = head(torch.tensor(vector, dtype=torch.float32), torch.tensor(states, dtype=torch.float32),
@@ -99,7 +100,7 @@ def test_decoder_head_matches_numpy_formula(causal):
     want = numpy_decoder_head(head, embeddings.weight.detach().double().numpy(), vector, states, mask, causal,
                               config.base["layer_norm_eps"], config.base["num_attention_heads"])
     real = mask.astype(bool) if causal else np.ones_like(mask, dtype=bool)  # causal: padding queries are free
-    assert np.abs(got - want)[real].max() < 2e-4 * max(1.0, np.abs(want).max())
+    assert np.abs(got - want)[real].max() < 1e-5 * max(1.0, np.abs(want).max())
 
 
 # --- trainer gradients against finite differences --------------------------------------------
@@ -186,3 +187,32 @@ def test_finite_differences_see_the_legacy_pad_row():
         assert float(grad[config.pad_token_id].abs().max()) > 1e-6
     finally:
         torch.set_default_dtype(before)
+
+
+# --- structure the numbers above cannot see --------------------------------------------------
+
+def test_trainer_lm_head_is_tied_to_the_decoder_embeddings_only():
+    model = QaracTrainerModel(tiny_config())
+    lm_output = model.decoder.decoder_head.head.decoder.weight
+    assert lm_output is model.decoder.decoder.embeddings.word_embeddings.weight
+    assert lm_output is not model.question_encoder.encoder.embeddings.word_embeddings.weight
+
+
+def test_embeddings_match_numpy_with_roberta_positions():
+    """word + position + token-type embedding, layer-normed; RoBERTa numbers real tokens from
+    pad_token_id + 1 and gives padding the pad_token_id position (SPEC 1.5, HF's convention)."""
+    config = tiny_config()
+    torch.manual_seed(2)
+    model = QaracTrainerModel(config).eval()
+    embeddings = model.question_encoder.encoder.embeddings
+    inputs, _ = trainer_batch(3, 7, padded=True, seed=6)
+    ids, mask = inputs["question"].input_ids, inputs["question"].attention_mask
+    with torch.no_grad():
+        got = embeddings(input_ids=ids).double().numpy()
+    w = _w(embeddings)
+    pad = config.pad_token_id
+    positions = np.where(mask.numpy() == 1, np.cumsum(mask.numpy(), axis=1) + pad, pad)
+    summed = w["word_embeddings.weight"][ids.numpy()] + w["position_embeddings.weight"][positions] \
+        + w["token_type_embeddings.weight"][0]
+    want = layer_norm(summed, w["LayerNorm.weight"], w["LayerNorm.bias"], config.base["layer_norm_eps"])
+    assert np.abs(got - want).max() < 1e-5
