@@ -203,7 +203,8 @@ def test_deviation_ledger(models, batch):
 # --- the command ---------------------------------------------------------------------------
 
 REPORT_FIELDS = {"model", "versions", "weights", "forward", "layers", "gradients", "reachability",
-                 "gradient_parity", "deviations", "passed", "timings_s"}
+                 "gradient_parity", "deviations", "passed", "timings_s", "localisation", "stage_errors",
+                 "first_introducing_stage", "noise_floors", "verdict"}
 
 
 @pytest.mark.slow
@@ -223,6 +224,11 @@ def test_qarac_parity_command_end_to_end(tmp_path, tiny_model_dir):
     assert all(set(entry) >= {"name", "max_abs_err", "max_rel_err", "tolerance", "passed"} for entry in report["forward"])
     assert len(report["gradients"]["tf/fit"]["missing"]) == 6 and report["gradients"]["pt/default"]["missing"] == []
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "g_stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # introduced vs accumulated
+    assert report["verdict"]["mode"] == "noise floor" and report["first_introducing_stage"] is None
+    assert report["checks"]["localised"] and report["checks"]["deviations_declared"]
+    assert all(entry["floor_ratio"] <= report["verdict"]["bound_in_floors"] for entry in report["forward"])
+    assert {"padded", "sharp"} <= set(report["stage_errors"]) and "sharp" in report["noise_floors"]
     assert "## Gradient flow" in paths["markdown"].read_text()
 
 
