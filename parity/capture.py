@@ -50,6 +50,8 @@ class Capture:
     stage_inputs: dict[str, np.ndarray | None] = field(default_factory=dict)
     stage_outputs: dict[str, np.ndarray] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
+    tensors_in: dict[str, Any] = field(default_factory=dict, repr=False)  # framework tensors, when kept
+    tensors_out: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Every array under one flat name (`output/...`, `stage_in/...`, `stage_out/...`), e.g. for saving."""
@@ -206,11 +208,15 @@ def _keras_numpy(value: Any) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def keras_hooks(model: Any) -> Iterator[Capture]:
+def keras_hooks(model: Any, keep_tensors: bool = False) -> Iterator[Capture]:
     """Record every stage of the legacy model's eager calls inside the block.
 
     Each stage layer's `call` is wrapped on the instance (Keras' `__call__`
     dispatches to it), and restored afterwards.
+
+    Args:
+        keep_tensors: also keep the TF tensors themselves (`capture.tensors_in`,
+            `capture.tensors_out`), e.g. to differentiate with respect to them.
     """
     layers = keras_stage_layers(model)
     recorder = _Recorder(_sites(len(model.question_encoder.encoder.roberta.encoder.layer)), _keras_numpy)
@@ -226,6 +232,9 @@ def keras_hooks(model: Any) -> Iterator[Capture]:
                 stage_input = args[0] if args else kwargs.get("hidden_states", kwargs.get("inputs"))
             output = call(*args, **kwargs)
             recorder.record(name, stage_input, output)
+            if keep_tensors:
+                recorder.capture.tensors_in[name] = stage_input
+                recorder.capture.tensors_out[name] = _first_tensor(output)
             return output
         return recording_call
 

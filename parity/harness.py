@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from parity import bridge, forward, gradient_parity, gradients, ledger, noise
+from parity import backward, bridge, forward, gradient_parity, gradients, ledger, noise
 from parity.capture import Capture, capture_keras, capture_torch
 from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
 from parity.inputs import all_padding_row, max_length_batch, sample_batch, unpadded
@@ -49,6 +49,8 @@ class ParityReport:
     stage_errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     first_introducing_stage: str | None = None
     noise_floors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_gradient_errors: list[dict[str, Any]] = field(default_factory=list)
+    first_backward_introducing_stage: str | None = None
     verdict: dict[str, Any] = field(default_factory=dict)
     gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
     reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
@@ -300,6 +302,11 @@ def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batc
         "tf/eager": gradients.reachability({objective: eager[objective] for objective in gradients.OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
+    report.stage_gradient_errors = [c.to_dict() for c in backward.introduced_backward(
+        pt_legacy, backward.legacy_backward(tf_model, batch.inputs, batch.targets), batch.inputs,
+        gradient_parity.GRADIENT_TOLERANCE)]
+    report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors
+                                                    if not c["passed"]), None)
 
 
 SEED_MISSING = {
@@ -327,5 +334,6 @@ def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bo
         "pt_default_misses_none": not (grads["pt/default"]["missing"] or grads["pt/default"]["zero"]
                                        or grads["pt/default"]["nonfinite"]),
         "gradient_parity": all(c["passed"] for c in report.gradient_parity),
+        "backward_stages": report.first_backward_introducing_stage is None,
         **({"training": bool(report.training.get("passed"))} if report.training is not None else {}),
     }

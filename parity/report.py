@@ -64,6 +64,15 @@ def stage_error_rows(report: ParityReport, case: str) -> list[list[str]]:
              _fmt(row["introduced_passed"])] for row in report.stage_errors.get(case, [])]
 
 
+def backward_rows(report: ParityReport) -> list[list[str]]:
+    """Per stage: the input gradient the port's stage passes on, fed the legacy's input and upstream gradient."""
+    return [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["tolerance"]), _fmt(c["passed"])]
+            for c in report.stage_gradient_errors]
+
+
+BACKWARD_HEADER = ["stage", "introduced input-gradient error (relative to its largest)", "tol", "result"]
+
+
 STAGE_ERROR_HEADER = ["stage", "accumulated", "introduced", "noise floor", "accumulated / floor",
                       "introduced / floor", "introduced within bound"]
 
@@ -117,6 +126,7 @@ def summary_rows(report: ParityReport) -> list[list[str]]:
         ["worst forward error in noise floors", _worst_ratio(report.forward)],
         ["first stage over tolerance", report.first_failing_stage or "none"],
         ["first stage introducing error over its bound", report.first_introducing_stage or "none"],
+        ["first stage introducing backward error over tolerance", report.first_backward_introducing_stage or "none"],
         ["outputs failing with no stage failing", _short(f"{case}: {name}" for case, entry in report.localisation.items()
                                                          for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
@@ -175,6 +185,8 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
         console.print(_table(f"Introduced vs accumulated error per stage ({case})", STAGE_ERROR_HEADER,
                              stage_error_rows(report, case)))
     console.print(_table("Gradient flow", GRADIENT_HEADER, gradient_rows(report)))
+    console.print(_table("Backward, introduced per stage (fed the legacy's input and upstream gradient)",
+                         BACKWARD_HEADER, backward_rows(report)))
     for framework in report.reachability:
         header, rows = reachability_rows(report, framework)
         console.print(_table(f"Which objective reaches which parameters ({framework})", header, rows))
@@ -211,6 +223,7 @@ def report_markdown(report: ParityReport) -> str:
              "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
              "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
              "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report))]
+    parts += ["\n## Backward error introduced per stage\n", _markdown_table(BACKWARD_HEADER, backward_rows(report))]
     for case in report.stage_errors:
         parts += [f"\n## Introduced vs accumulated error per stage ({case})\n",
                   _markdown_table(STAGE_ERROR_HEADER, stage_error_rows(report, case))]

@@ -115,3 +115,27 @@ def test_tolerance_constants_are_the_measured_ones():
     assert (TINY_TOLERANCE, ROBERTA_BASE_TOLERANCE) == (1e-5, 1e-4)
     assert (GRADIENT_TOLERANCE, NOISE_FRACTION, TRAINING_TOLERANCE) == (1e-4, 1e-6, 1e-4)
     assert FLOOR_BOUND == 8.0
+
+
+def test_backward_error_is_located_at_the_stage_that_introduces_it(models):
+    """A bug only the backward pass shows (layer_1's residual detached: same forward, lost gradient)
+    is named by feeding each stage the legacy's input and upstream gradient."""
+    import torch
+
+    from parity.backward import introduced_backward, legacy_backward
+
+    inputs, targets = models.batch.inputs, models.batch.targets
+    legacy = legacy_backward(models.tf_model, inputs, targets)
+    clean = introduced_backward(models.pt_legacy, legacy, inputs, 1e-4)
+    assert all(c.passed for c in clean) and len(clean) == len(legacy.order)
+    before = capture_torch(models.pt_legacy, inputs).outputs["encode_decode"]
+    output = models.pt_legacy.decoder.decoder_head.layer_1.output
+    original = output.forward
+    output.forward = lambda hidden, residual: original(hidden, residual.detach())
+    try:
+        with torch.no_grad():  # the forward is unchanged
+            assert np.array_equal(capture_torch(models.pt_legacy, inputs).outputs["encode_decode"], before)
+        planted = introduced_backward(models.pt_legacy, legacy, inputs, 1e-4)
+    finally:
+        del output.forward
+    assert next(c.name for c in planted if not c.passed) == "decoder head: layer_1 (offset_text)"
