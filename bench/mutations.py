@@ -20,7 +20,6 @@ Writes bench/results/mutations.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import sys
 import time

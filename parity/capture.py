@@ -151,7 +151,6 @@ def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None =
 
     def before(site: str, module, args, kwargs):
         name = recorder.name(site)
-        hidden = kwargs.get("input_ids") if not args else args[0]
         replacement = (substitute or {}).get(name)
         if replacement is not None and args:
             args = (torch.as_tensor(replacement, dtype=args[0].dtype), *args[1:])
