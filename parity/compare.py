@@ -36,6 +36,8 @@ class Comparison:
         tolerance: absolute tolerance applied to max_abs_err.
         passed: structure matched, non-finite values sit in the same places, and max_abs_err <= tolerance.
         problem: why it failed, when the failure is structural.
+        noise_floor: the value's float32 noise floor (`parity.noise`), when measured.
+        floor_ratio: max_abs_err in noise-floor units, when measured.
     """
 
     name: str
@@ -50,6 +52,8 @@ class Comparison:
     tolerance: float
     passed: bool
     problem: str | None = None
+    noise_floor: float | None = None
+    floor_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

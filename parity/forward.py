@@ -1,8 +1,12 @@
 """Forward parity: the PyTorch legacy preset against the legacy Keras model,
-output by output and then stage by stage.
+output by output and stage by stage, from one real forward pass per side.
 
 Both models hold the same weights (through `parity.bridge`) and run in eval
-mode (PyTorch `eval()`, Keras `training=False`): no dropout.
+mode (PyTorch `eval()`, Keras `training=False`): no dropout. Each side runs the
+trainer forward once per batch with its stages captured (`parity.capture`);
+every output and stage comparison of that batch is made from those two
+captures, so the legacy side's result is plain data (`Capture`) that a recorded
+run could supply as well.
 """
 
 from __future__ import annotations
@@ -11,61 +15,136 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
-from parity.compare import TINY_TOLERANCE, Comparison, ParityFailure, compare_arrays, compare_trees
-from parity.tf_side import numpy_tree, tf_inputs, tf_tokens, tf
+from parity.capture import Capture, capture_keras, capture_torch, stage_site, stage_token_input
+from parity.compare import TINY_TOLERANCE, Comparison, ParityFailure, compare_arrays
 from qarac import QaracTrainerModel
+
+# Outputs compared besides the trainer's four: each encoder's vector, read from its
+# head's call on its own input in the trainer's forward.
+ENCODER_OUTPUTS = {"question_encoder": "question encoder head: output (question)",
+                   "answer_encoder": "answer encoder head: output (answer)"}
+TOKEN_OUTPUTS = {"trainer.encode_decode": "offset_text", "trainer.reasoning": "conclusion_offset"}
 
 
 def _mask(tokens) -> np.ndarray:
     return tokens.attention_mask.numpy()
 
 
-# --- whole outputs ---------------------------------------------------------------------------
-
-def pt_outputs(model: QaracTrainerModel, inputs: Mapping[str, Any], vector: np.ndarray) -> dict[str, np.ndarray]:
-    """The compared outputs of the PyTorch side (numpy)."""
-    with torch.no_grad():
-        question, answer = inputs["question"], inputs["answer"]
-        offset = inputs["offset_text"]
-        result = {
-            "question_encoder": model.question_encoder(question.input_ids, question.attention_mask),
-            "answer_encoder": model.answer_encoder(answer.input_ids, answer.attention_mask),
-            "decoder": model.decoder(torch.from_numpy(vector), offset.input_ids, offset.attention_mask),
-            **{f"trainer.{k}": v for k, v in model(inputs).as_dict().items()},
-        }
-    return {name: value.numpy() for name, value in result.items()}
+def output_arrays(capture: Capture) -> dict[str, np.ndarray]:
+    """The compared outputs of one captured forward, by name."""
+    result = {name: capture.stage_outputs[stage] for name, stage in ENCODER_OUTPUTS.items()}
+    result.update({f"trainer.{name}": value for name, value in capture.outputs.items()})
+    return result
 
 
-def tf_outputs(model: Any, inputs: Mapping[str, Any], vector: np.ndarray) -> dict[str, np.ndarray]:
-    """The same outputs from the legacy model (numpy); consistency squeezed from (B, 1) to (B,)."""
-    batch = tf_inputs(inputs)
-    trainer = numpy_tree(model(batch, training=False))
-    trainer["consistency"] = trainer["consistency"][:, 0]
-    return {
-        "question_encoder": np.asarray(model.question_encoder(batch["question"], training=False)),
-        "answer_encoder": np.asarray(model.answer_encoder(batch["answer"], training=False)),
-        "decoder": np.asarray(model.decoder((tf.constant(vector), batch["offset_text"]), training=False)),
-        **{f"trainer.{k}": v for k, v in trainer.items()},
-    }
+def stage_mask(stage: str, inputs: Mapping[str, Any]) -> np.ndarray | None:
+    """(B, T) real-token mask of a stage's token axis; None for (B, H) vectors."""
+    site = stage_site(stage)
+    if site.endswith("head: output"):
+        return None
+    mask = _mask(inputs[stage_token_input(stage)])
+    if site == "decoder head: layer_0":  # the vector is prepended as position 0
+        mask = np.concatenate([np.ones_like(mask[:, :1]), mask], axis=1)
+    return mask
 
 
-def _token_masks(inputs: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
-    return {
-        f"{prefix}.decoder": _mask(inputs["offset_text"]),
-        f"{prefix}.trainer.encode_decode": _mask(inputs["offset_text"]),
-        f"{prefix}.trainer.reasoning": _mask(inputs["conclusion_offset"]),
-    }
+@dataclass
+class CaseResult:
+    """One batch compared, from one forward pass per side.
+
+    Attributes:
+        case: the batch's name (`padded`, `unpadded`, ...).
+        outputs: comparison per output, named `case.output`.
+        stages: comparison per stage (the error accumulated up to it), in execution order.
+        first_failure: the first stage over tolerance, or None.
+        unlocated: outputs over tolerance although no stage is: the difference enters
+            in glue the stages do not cover, and localisation has failed.
+    """
+
+    case: str
+    outputs: list[Comparison] = field(default_factory=list)
+    stages: list[Comparison] = field(default_factory=list)
+    first_failure: str | None = None
+    unlocated: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _judged(comparison: Comparison, key: str, floors: Mapping[str, float] | None,
+            bound: float | None) -> Comparison:
+    """Attach the noise floor and the error in floor units; with `bound`, judge in those units."""
+    if floors is None or comparison.problem:
+        return comparison
+    floor = floors[key]
+    comparison.noise_floor = floor
+    comparison.floor_ratio = comparison.max_abs_err / floor
+    if bound is not None:
+        comparison.tolerance = bound * floor
+        comparison.passed = comparison.max_abs_err <= comparison.tolerance
+    return comparison
+
+
+def compare_captures(pt: Capture, legacy: Capture, inputs: Mapping[str, Any], case: str,
+                     tolerance: float = TINY_TOLERANCE, floors: Mapping[str, float] | None = None,
+                     bound: float | None = None) -> CaseResult:
+    """Compare two captured forwards of the same batch: outputs, then every stage.
+
+    Args:
+        tolerance: absolute tolerance, used when `bound` is None.
+        floors: noise floor per value (`output:<name>` or stage name), see `parity.noise`.
+        bound: judge each value against `bound` times its floor instead of `tolerance`.
+    """
+    result = CaseResult(case)
+    pt_out, legacy_out = output_arrays(pt), output_arrays(legacy)
+    for name in legacy_out:
+        token = TOKEN_OUTPUTS.get(name)
+        mask = _mask(inputs[token]) if token else None
+        comparison = compare_arrays(f"{case}.{name}", pt_out[name], legacy_out[name], tolerance, mask)
+        result.outputs.append(_judged(comparison, f"output:{name}", floors, bound))
+    if pt.order != legacy.order:
+        raise ValueError(f"the two forwards ran different stages: {pt.order} vs {legacy.order}")
+    for stage in legacy.order:
+        comparison = compare_arrays(stage, pt.stage_outputs[stage], legacy.stage_outputs[stage], tolerance,
+                                    stage_mask(stage, inputs))
+        result.stages.append(_judged(comparison, stage, floors, bound))
+        if not comparison.passed and result.first_failure is None:
+            result.first_failure = stage
+    if result.first_failure is None:
+        result.unlocated = [c.name for c in result.outputs if not c.passed]
+    return result
+
+
+def compare_case(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any], case: str,
+                 tolerance: float = TINY_TOLERANCE, legacy: Capture | None = None) -> tuple[CaseResult, Capture, Capture]:
+    """Run both sides once on a batch (or take the legacy's recorded capture) and compare.
+
+    Returns: the comparison, the PyTorch capture and the legacy capture.
+    """
+    legacy = legacy if legacy is not None else capture_keras(tf_model, inputs)
+    pt = capture_torch(pt_model.eval(), inputs)
+    return compare_captures(pt, legacy, inputs, case, tolerance), pt, legacy
+
+
+def introduced_errors(pt_model: QaracTrainerModel, legacy: Capture, inputs: Mapping[str, Any],
+                      tolerance: float = TINY_TOLERANCE, floors: Mapping[str, float] | None = None,
+                      bound: float | None = None) -> list[Comparison]:
+    """Each stage fed the legacy's own input to it: the error the stage introduces by itself.
+
+    One PyTorch forward in which every stage's primary input is replaced by the
+    legacy's input to that stage (forward pre-hooks); each stage's output is then
+    compared with the legacy's output of that stage.
+    """
+    fed = capture_torch(pt_model.eval(), inputs, substitute=legacy.stage_inputs)
+    return [_judged(compare_arrays(stage, fed.stage_outputs[stage], legacy.stage_outputs[stage], tolerance,
+                                   stage_mask(stage, inputs)), stage, floors, bound) for stage in legacy.order]
 
 
 def compare_outputs(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any], case: str,
-                    tolerance: float = TINY_TOLERANCE, seed: int = 0) -> list[Comparison]:
+                    tolerance: float = TINY_TOLERANCE) -> list[Comparison]:
     """Compare every output on one batch; names are `case.output`."""
-    batch = inputs["offset_text"].input_ids.shape[0]
-    vector = np.random.default_rng(seed).normal(size=(batch, pt_model.config.hidden_size)).astype(np.float32)
-    return compare_trees(case, pt_outputs(pt_model, inputs, vector), tf_outputs(tf_model, inputs, vector),
-                         tolerance, _token_masks(inputs, case))
+    return compare_case(pt_model, tf_model, inputs, case, tolerance)[0].outputs
 
 
 def assert_forward_parity(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any],
@@ -81,74 +160,6 @@ def assert_forward_parity(pt_model: QaracTrainerModel, tf_model: Any, inputs: Ma
     return comparisons
 
 
-# --- stage by stage --------------------------------------------------------------------------
-
-def _pooling_stages_pt(head, states: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Legacy semantics (no mask), each intermediate of SPEC 1.1."""
-    global_vector = states.sum(dim=1) @ head.global_projection  # (B, H)
-    local = states @ head.local_projection  # (B, T, H)
-    return {"global projection": global_vector, "local projection": local, "output": head(states, None)}
-
-
-def _pooling_stages_tf(head, states) -> dict[str, Any]:
-    global_vector = tf.tensordot(tf.reduce_sum(states, axis=1), head.global_projection, axes=1)
-    local = tf.tensordot(states, head.local_projection, axes=1)
-    return {"global projection": global_vector, "local projection": local, "output": head(states)}
-
-
-def pt_stages(model: QaracTrainerModel, inputs: Mapping[str, Any], vector: np.ndarray) -> dict[str, np.ndarray]:
-    """Every stage, in pipeline order, of the PyTorch legacy preset."""
-    stages: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for role, encoder, tokens in (("question", model.question_encoder, inputs["question"]),
-                                      ("answer", model.answer_encoder, inputs["answer"])):
-            hidden = encoder.encoder(tokens.input_ids, tokens.attention_mask, output_hidden_states=True).hidden_states
-            if role == "question":  # the shared base is localised once
-                stages["encoder base: embeddings"] = hidden[0]
-                stages.update({f"encoder base: layer {i}": h for i, h in enumerate(hidden[1:])})
-            for name, value in _pooling_stages_pt(encoder.head, hidden[-1]).items():
-                stages[f"{role} encoder head: {name}"] = value
-        offset = inputs["offset_text"]
-        decoder = model.decoder
-        hidden = decoder.decoder(offset.input_ids, offset.attention_mask, output_hidden_states=True,
-                                 use_cache=False).hidden_states
-        stages["decoder base: embeddings"] = hidden[0]
-        stages.update({f"decoder base: layer {i}": h for i, h in enumerate(hidden[1:])})
-        head = decoder.decoder_head
-        extended = torch.cat([torch.from_numpy(vector)[:, None], hidden[-1]], dim=1)  # (B, T+1, H)
-        layer_0 = head.layer_0(extended)[0]  # legacy: no mask
-        layer_1 = head.layer_1(layer_0[:, 1:])[0]
-        stages["decoder head: layer_0"] = layer_0
-        stages["decoder head: layer_1"] = layer_1
-        stages["decoder head: LM head"] = head.head(layer_1)
-    return {name: value.numpy() for name, value in stages.items()}
-
-
-def tf_stages(model: Any, inputs: Mapping[str, Any], vector: np.ndarray) -> dict[str, np.ndarray]:
-    """The same stages from the legacy model, through its own layers."""
-    stages: dict[str, Any] = {}
-    for role, encoder, tokens in (("question", model.question_encoder, inputs["question"]),
-                                  ("answer", model.answer_encoder, inputs["answer"])):
-        hidden = encoder.encoder(tf_tokens(tokens), output_hidden_states=True, training=False).hidden_states
-        if role == "question":
-            stages["encoder base: embeddings"] = hidden[0]
-            stages.update({f"encoder base: layer {i}": h for i, h in enumerate(hidden[1:])})
-        for name, value in _pooling_stages_tf(encoder.head, hidden[-1]).items():
-            stages[f"{role} encoder head: {name}"] = value
-    decoder = model.decoder
-    hidden = decoder.decoder(tf_tokens(inputs["offset_text"]), output_hidden_states=True, training=False).hidden_states
-    stages["decoder base: embeddings"] = hidden[0]
-    stages.update({f"decoder base: layer {i}": h for i, h in enumerate(hidden[1:])})
-    head = decoder.decoder_head
-    extended = tf.concat([tf.constant(vector)[:, None], hidden[-1]], axis=1)
-    layer_0 = head.layer_0(extended, None, None, None, None, None, False, training=False)[0]
-    layer_1 = head.layer_1(layer_0[:, 1:], None, None, None, None, None, False, training=False)[0]
-    stages["decoder head: layer_0"] = layer_0
-    stages["decoder head: layer_1"] = layer_1
-    stages["decoder head: LM head"] = head.head(layer_1)
-    return {name: np.asarray(value) for name, value in stages.items()}
-
-
 @dataclass
 class Localisation:
     """Stage-by-stage comparison and the first stage over tolerance (None: all pass)."""
@@ -160,29 +171,8 @@ class Localisation:
         return {"stages": [c.to_dict() for c in self.stages], "first_failure": self.first_failure}
 
 
-def _stage_mask(name: str, inputs: Mapping[str, Any]) -> np.ndarray | None:
-    if name.startswith("encoder base"):
-        return _mask(inputs["question"])
-    if name.startswith("decoder base") or name in ("decoder head: layer_1", "decoder head: LM head"):
-        return _mask(inputs["offset_text"])
-    if name == "decoder head: layer_0":
-        mask = _mask(inputs["offset_text"])
-        return np.concatenate([np.ones_like(mask[:, :1]), mask], axis=1)
-    if name.endswith("local projection"):
-        return _mask(inputs["question" if name.startswith("question") else "answer"])
-    return None
-
-
 def localise(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any],
-             tolerance: float = TINY_TOLERANCE, seed: int = 0) -> Localisation:
-    """Compare every stage and name the first (in pipeline order) over tolerance."""
-    batch = inputs["offset_text"].input_ids.shape[0]
-    vector = np.random.default_rng(seed).normal(size=(batch, pt_model.config.hidden_size)).astype(np.float32)
-    pt, tf_values = pt_stages(pt_model, inputs, vector), tf_stages(tf_model, inputs, vector)
-    result = Localisation()
-    for name in pt:  # pipeline order
-        comparison = compare_arrays(name, pt[name], tf_values[name], tolerance, _stage_mask(name, inputs))
-        result.stages.append(comparison)
-        if not comparison.passed and result.first_failure is None:
-            result.first_failure = name
-    return result
+             tolerance: float = TINY_TOLERANCE) -> Localisation:
+    """Compare every stage of the real forward and name the first (in execution order) over tolerance."""
+    result = compare_case(pt_model, tf_model, inputs, "localise", tolerance)[0]
+    return Localisation(result.stages, result.first_failure)

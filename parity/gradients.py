@@ -8,7 +8,7 @@ so every row of the report speaks of the same parameter.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ class GradientFlow:
         nonfinite: parameters whose gradient holds NaN or inf.
         causes: for each missing parameter, DEAD or LOST.
         group_stats: per parameter group, mean and max |grad| over its elements.
+        expected: how many parameters the model has (None: not checked).
+        not_covered: parameters of the model the census was given no entry for.
     """
 
     missing: list[str] = field(default_factory=list)
@@ -40,14 +42,31 @@ class GradientFlow:
     nonfinite: list[str] = field(default_factory=list)
     causes: dict[str, str] = field(default_factory=dict)
     group_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    expected: int | None = None
+    not_covered: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """Every parameter of the model was classified."""
+        return self.expected is not None and not self.not_covered
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def census(gradients: Mapping[str, np.ndarray | None]) -> GradientFlow:
-    """Classify gradients keyed by canonical PyTorch name (None: no gradient)."""
+def census(gradients: Mapping[str, np.ndarray | None], expected: Iterable[str] | None = None) -> GradientFlow:
+    """Classify gradients keyed by canonical PyTorch name (None: no gradient).
+
+    Args:
+        expected: every parameter name of the model; any without an entry in
+            `gradients` is listed in `not_covered` (a census that skips a
+            parameter cannot report it missing).
+    """
     flow = GradientFlow()
+    if expected is not None:
+        expected = sorted(set(expected))
+        flow.expected = len(expected)
+        flow.not_covered = [name for name in expected if name not in gradients]
     sums: dict[str, list[float]] = {}
     for name in sorted(gradients):
         grad = gradients[name]

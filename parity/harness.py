@@ -20,9 +20,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from parity import bridge, forward, gradient_parity, gradients, ledger
+from parity import backward, bridge, forward, gradient_parity, gradients, ledger, noise
+from parity.capture import Capture, capture_keras, capture_torch
 from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
 from parity.inputs import all_padding_row, max_length_batch, sample_batch, unpadded
+from parity.sharp import sharpened
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.checkpoint import read_roberta_config
 
@@ -43,6 +45,13 @@ class ParityReport:
     special_cases: dict[str, Any] = field(default_factory=dict)
     layers: list[dict[str, Any]] = field(default_factory=list)
     first_failing_stage: str | None = None
+    localisation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    first_introducing_stage: str | None = None
+    noise_floors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stage_gradient_errors: list[dict[str, Any]] = field(default_factory=list)
+    first_backward_introducing_stage: str | None = None
+    verdict: dict[str, Any] = field(default_factory=dict)
     gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
     reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
     gradient_parity: list[dict[str, Any]] = field(default_factory=list)
@@ -77,22 +86,22 @@ def versions() -> dict[str, str]:
             "tf_keras": tf_keras.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
 
 
-def determinism_checks(pt_model: QaracTrainerModel, tf_model: Any, inputs) -> dict[str, bool]:
-    """TF32 off in both frameworks and dropout off, read back; a repeated forward is identical."""
+def determinism_checks(pt_model: QaracTrainerModel, tf_model: Any, inputs, pt_first: Capture,
+                       tf_first: Capture) -> dict[str, bool]:
+    """TF32 off in both frameworks and dropout off, read back; a repeated forward is identical to the first."""
     from parity.tf_side import disable_tf32
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     pt_model.eval()
-    vector = np.zeros((inputs["offset_text"].input_ids.shape[0], pt_model.config.hidden_size), np.float32)
-    first_pt, second_pt = (forward.pt_outputs(pt_model, inputs, vector) for _ in range(2))
-    first_tf, second_tf = (forward.tf_outputs(tf_model, inputs, vector) for _ in range(2))
+    pt_again, tf_again = capture_torch(pt_model, inputs), capture_keras(tf_model, inputs)
+    same = lambda a, b: all(np.array_equal(a.arrays()[k], v) for k, v in b.arrays().items())  # noqa: E731
     return {
         "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
         "tf_tf32_off": disable_tf32(),
         "torch_dropout_off": not any(module.training for module in pt_model.modules()),
-        "torch_repeat_identical": all(np.array_equal(first_pt[k], second_pt[k]) for k in first_pt),
-        "tf_repeat_identical": all(np.array_equal(first_tf[k], second_tf[k]) for k in first_tf),
+        "torch_repeat_identical": same(pt_again, pt_first),
+        "tf_repeat_identical": same(tf_again, tf_first),
     }
 
 
@@ -117,9 +126,61 @@ def _round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: br
     return all(torch.equal(original[k], v) for k, v in pt_model.state_dict().items())
 
 
-def run_parity(model_dir: Path, tolerance: float = TINY_TOLERANCE, seed: int = 0, batch_size: int = 4,
+def fixed_tolerance(config: QaracConfig) -> float:
+    """The absolute tolerance for comparisons without a noise floor (and `--tolerance`'s old default)."""
+    tiny = config.hidden_size <= 64 and int(config.base.get("num_hidden_layers", 12)) <= 2
+    return TINY_TOLERANCE if tiny else ROBERTA_BASE_TOLERANCE
+
+
+@dataclass
+class ForwardCase:
+    """One batch, run once per side: the comparison, both captures, the floors, the introduced errors."""
+
+    result: forward.CaseResult
+    pt: Capture
+    legacy: Capture
+    floors: noise.NoiseFloors
+    introduced: list[Comparison] | None
+
+
+def forward_case(pt_model, tf_model, inputs, case: str, tolerance: float | None, fallback: float,
+                 introduced: bool = True, seed: int = 0) -> ForwardCase:
+    """Every comparison of one batch from one legacy forward (and one of the port).
+
+    Args:
+        tolerance: a fixed absolute tolerance (`--tolerance`), or None to judge in noise-floor units.
+        fallback: the absolute tolerance recorded where a value is judged by its floor.
+    """
+    legacy = capture_keras(tf_model, inputs)
+    pt = capture_torch(pt_model, inputs)
+    floors = noise.measure_floors(pt_model, tf_model, inputs, pt, legacy, seed)
+    bound = noise.FLOOR_BOUND if tolerance is None else None
+    absolute = tolerance if tolerance is not None else fallback
+    result = forward.compare_captures(pt, legacy, inputs, case, absolute, floors.floor, bound)
+    fed = forward.introduced_errors(pt_model, legacy, inputs, absolute, floors.floor, bound) if introduced else None
+    return ForwardCase(result, pt, legacy, floors, fed)
+
+
+def stage_errors(case: ForwardCase) -> list[dict[str, Any]]:
+    """Per stage: error accumulated up to it (real forward) and introduced by it (fed the legacy's input)."""
+    rows = []
+    for accumulated, introduced in zip(case.result.stages, case.introduced or []):
+        rows.append({"stage": accumulated.name, "accumulated_max_abs_err": accumulated.max_abs_err,
+                     "introduced_max_abs_err": introduced.max_abs_err, "noise_floor": accumulated.noise_floor,
+                     "accumulated_floor_ratio": accumulated.floor_ratio, "introduced_floor_ratio": introduced.floor_ratio,
+                     "tolerance": introduced.tolerance, "introduced_passed": introduced.passed,
+                     "accumulated_passed": accumulated.passed})
+    return rows
+
+
+def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
                train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
-    """Run every stage of the harness on one RoBERTa directory."""
+    """Run every stage of the harness on one RoBERTa directory.
+
+    Args:
+        tolerance: None (default) judges every forward value against `parity.noise.FLOOR_BOUND`
+            times its measured noise floor; a number is a fixed absolute tolerance instead.
+    """
     report = ParityReport(model=str(model_dir), versions=versions())
     timer = _Timer(report.timings_s, progress)
     start = time.perf_counter()
@@ -127,21 +188,24 @@ def run_parity(model_dir: Path, tolerance: float = TINY_TOLERANCE, seed: int = 0
     with timer.stage("build"):
         tf_model, pt_legacy, pt_default, weight_map = build_models(model_dir, seed)
         batch = sample_batch(model_dir, pt_legacy.config, batch_size, seed)
+    fallback = tolerance if tolerance is not None else fixed_tolerance(pt_legacy.config)
+    report.verdict = {"mode": "fixed tolerance" if tolerance is not None else "noise floor",
+                      "bound_in_floors": None if tolerance is not None else noise.FLOOR_BOUND,
+                      "absolute_tolerance": tolerance}
     with timer.stage("weights"):
         report.weights = {**weight_map.summary(), "round_trip_bit_exact": _round_trip_exact(tf_model, pt_legacy, weight_map)}
-    with timer.stage("determinism"):
-        report.determinism = determinism_checks(pt_legacy, tf_model, batch.inputs)
     with timer.stage("forward"):
         cases = {"padded": batch.inputs, "unpadded": unpadded(batch).inputs,
                  "max_length": max_length_batch(pt_legacy.config, seed)}
-        comparisons = [c for case, inputs in cases.items()
-                       for c in forward.compare_outputs(pt_legacy, tf_model, inputs, case, tolerance, seed)]
-        report.forward = [c.to_dict() for c in comparisons]
-        report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, tf_model, batch, tolerance)
-    with timer.stage("layers"):
-        localisation = forward.localise(pt_legacy, tf_model, batch.inputs, tolerance, seed)
-        report.layers = [c.to_dict() for c in localisation.stages]
-        report.first_failing_stage = localisation.first_failure
+        runs = {case: forward_case(pt_legacy, tf_model, inputs, case, tolerance, fallback,
+                                   introduced=case == "padded", seed=seed) for case, inputs in cases.items()}
+        with sharpened(pt_legacy, tf_model, weight_map):  # the nonlinearities exercised (parity.sharp)
+            runs["sharp"] = forward_case(pt_legacy, tf_model, batch.inputs, "sharp", tolerance, fallback, seed=seed)
+        _forward_sections(report, runs)
+        report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, tf_model, batch, fallback)
+    with timer.stage("determinism"):
+        report.determinism = determinism_checks(pt_legacy, tf_model, batch.inputs, runs["padded"].pt,
+                                                runs["padded"].legacy)
     with timer.stage("gradients"):
         _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batch, fit_probe)
     with timer.stage("deviations"):
@@ -151,17 +215,33 @@ def run_parity(model_dir: Path, tolerance: float = TINY_TOLERANCE, seed: int = 0
             from parity.training import training_parity
 
             report.training = training_parity(model_dir, train_steps, batch_size, seed).to_dict()
-    report.checks = _checks(report, comparisons)
+    report.checks = _checks(report, [c for run in runs.values() for c in run.result.outputs])
+    from parity.mutations import legacy_l2_probe, primitives_agree
+
+    report.checks["l2_normalize_primitive"] = primitives_agree(legacy_l2_probe())
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
     return report
 
 
+def _forward_sections(report: ParityReport, runs: dict[str, ForwardCase]) -> None:
+    """Outputs of every case; stages of the padded batch; localisation and floors of every case."""
+    report.forward = [c.to_dict() for run in runs.values() for c in run.result.outputs]
+    report.layers = [c.to_dict() for c in runs["padded"].result.stages]
+    report.localisation = {case: {"first_failing_stage": run.result.first_failure,
+                                  "unlocated_outputs": run.result.unlocated} for case, run in runs.items()}
+    report.first_failing_stage = next((f"{case}: {run.result.first_failure}" for case, run in runs.items()
+                                       if run.result.first_failure), None)
+    report.stage_errors = {case: stage_errors(run) for case, run in runs.items() if run.introduced is not None}
+    report.first_introducing_stage = next((f"{case}: {row['stage']}" for case, rows in report.stage_errors.items()
+                                           for row in rows if not row["introduced_passed"]), None)
+    report.noise_floors = {case: run.floors.to_dict() for case, run in runs.items()}
+
+
 def _all_padding_row(pt_model, tf_model, batch, tolerance) -> dict[str, Any]:
     """A batch whose last row is padding only: real rows must still agree; say what each side returns there."""
     inputs = all_padding_row(batch).inputs
-    vector = np.random.default_rng(0).normal(size=(len(inputs["question"].input_ids), pt_model.config.hidden_size)).astype(np.float32)
-    pt, tf = forward.pt_outputs(pt_model, inputs, vector), forward.tf_outputs(tf_model, inputs, vector)
+    pt, tf = forward.output_arrays(capture_torch(pt_model, inputs)), forward.output_arrays(capture_keras(tf_model, inputs))
     real_rows = {name: compare_arrays(name, pt[name][:-1], tf[name][:-1], tolerance).to_dict() for name in pt}
     padding_row = {name: {"pytorch_finite": bool(np.isfinite(pt[name][-1]).all()),
                           "legacy_finite": bool(np.isfinite(tf[name][-1]).all()),
@@ -205,8 +285,12 @@ def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batc
     fit_warning = finish_fit_probe(fit_probe)
     fit_missing = {weight_map.tf_to_pt()[name] for name in fit_warning}
     references = [raw["pt/legacy"], raw["tf/eager"]]
-    flows = {key: gradients.census(grads) for key, grads in raw.items()}
-    flows["tf/fit"] = gradients.GradientFlow(missing=sorted(fit_missing))  # fit shows only the warning's list
+    canonical = [entry.pt_name for entry in weight_map.entries]  # every legacy-preset parameter, once
+    expected = {key: [name for name, _ in pt_default.named_parameters()] if key == "pt/default" else canonical
+                for key in raw}
+    flows = {key: gradients.census(grads, expected[key]) for key, grads in raw.items()}
+    # fit shows only the warning's list, which names what is missing out of every variable
+    flows["tf/fit"] = gradients.GradientFlow(missing=sorted(fit_missing), expected=len(canonical))
     for flow in flows.values():
         gradients.attribute_causes(flow, references)
     order = ("tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default")
@@ -218,6 +302,11 @@ def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batc
         "tf/eager": gradients.reachability({objective: eager[objective] for objective in gradients.OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
+    report.stage_gradient_errors = [c.to_dict() for c in backward.introduced_backward(
+        pt_legacy, backward.legacy_backward(tf_model, batch.inputs, batch.targets), batch.inputs,
+        gradient_parity.GRADIENT_TOLERANCE)]
+    report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors
+                                                    if not c["passed"]), None)
 
 
 SEED_MISSING = {
@@ -236,11 +325,15 @@ def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bo
         "determinism": all(report.determinism.values()),
         "forward": all(c.passed for c in comparisons),
         "all_padding_row": report.special_cases["all_padding_row"]["passed"],
-        "layers": report.first_failing_stage is None,
+        "layers": report.first_failing_stage is None and report.first_introducing_stage is None,
+        "localised": not any(entry["unlocated_outputs"] for entry in report.localisation.values()),
         "tf_graph_and_fit_miss_the_seed_six": set(grads["tf/graph"]["missing"]) == SEED_MISSING
         and set(grads["tf/fit"]["missing"]) == SEED_MISSING,
+        "deviations_declared": all(d["passed"] for d in report.deviations),
+        "gradient_census_complete": all(not flow["not_covered"] and flow["expected"] for flow in grads.values()),
         "pt_default_misses_none": not (grads["pt/default"]["missing"] or grads["pt/default"]["zero"]
                                        or grads["pt/default"]["nonfinite"]),
         "gradient_parity": all(c["passed"] for c in report.gradient_parity),
+        "backward_stages": report.first_backward_introducing_stage is None,
         **({"training": bool(report.training.get("passed"))} if report.training is not None else {}),
     }

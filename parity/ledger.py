@@ -7,13 +7,23 @@ output and each loss moves on one fixed padded batch, same weights.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from qarac import LEGACY_VALUES, QaracLoss, QaracTrainerModel
-from qarac.config import QaracConfig
+from qarac.config import DEVIATION_REGIONS, DeviationRegion, QaracConfig
+
+# The encoder inputs whose vectors each output is built from: a row of an output "has padding"
+# for `padded_rows_only` regions when one of these inputs has padding in that row.
+OUTPUT_INPUTS: Mapping[str, tuple[str, ...]] = {
+    "encode_decode": ("all_text",),
+    "question_answering": ("question", "answer"),
+    "reasoning": ("proposition0", "proposition1"),
+    "consistency": ("statement0", "statement1"),
+}
 
 # One sentence per option: what the legacy did and what switching it fixes.
 EXPLANATIONS: Mapping[str, str] = {
@@ -39,6 +49,10 @@ class Deviation:
     loss_change: dict[str, float]
     parameters_removed: int
     explanation: str
+    explained_change: dict[str, float] = field(default_factory=dict)
+    unexplained_change: dict[str, float] = field(default_factory=dict)
+    ineffective: bool = False
+    passed: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,21 +80,12 @@ def measure_deviations(legacy_model: QaracTrainerModel, inputs, targets) -> list
     weights = legacy_model.state_dict()
     deviations = []
     for option, legacy_value in LEGACY_VALUES.items():
-        config = base_config.replace(**{option: not legacy_value})
-        model = QaracTrainerModel(config).eval()
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if missing or any(".pooler." not in name for name in unexpected):
-            raise RuntimeError(f"switching {option} changed the weights beyond the pooler: {missing} {unexpected}")
-        outputs, losses = _run(model, config, inputs, targets)
-        deviations.append(Deviation(
-            option=option,
-            legacy_value=legacy_value,
-            fixed_value=not legacy_value,
-            output_change={name: float((outputs[name] - reference_outputs[name]).abs().max()) for name in outputs},
-            loss_change={name: abs(losses[name] - reference_losses[name]) for name in losses},
-            parameters_removed=len({weights[name].data_ptr() for name in unexpected}),  # shared base named twice
-            explanation=EXPLANATIONS[option],
-        ))
+        deviations.append(_switched(base_config.replace(**{option: not legacy_value}), option, [option], weights,
+                                    reference_outputs, reference_losses, inputs, targets))
+    # Every option at once (the default preset), on the per-call path so that only the options differ:
+    # the batched path's float reordering is tested apart (tests/test_batched_trainer.py).
+    deviations.append(_switched(base_config.fixed().replace(batched_calls=False), DEFAULT_PRESET,
+                                list(LEGACY_VALUES), weights, reference_outputs, reference_losses, inputs, targets))
     return deviations
 
 
@@ -207,6 +212,74 @@ def main(argv=None) -> int:
     deviations = measure_data_deviations(model, tokenizer_for(model_dir, config), args.data, seed=args.seed)
     print(json.dumps([d.to_dict() for d in deviations], indent=2))
     return 0
+
+
+
+DEFAULT_PRESET = "all options (default preset)"
+
+
+def _switched(config: QaracConfig, label: str, options: list[str], weights, reference_outputs, reference_losses,
+              inputs, targets) -> Deviation:
+    """Run the legacy weights under `config` and hold the change against the options' declared regions."""
+    model = QaracTrainerModel(config).eval()
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or any(".pooler." not in name for name in unexpected):
+        raise RuntimeError(f"switching {label} changed the weights beyond the pooler: {missing} {unexpected}")
+    outputs, losses = _run(model, config, inputs, targets)
+    deviation = Deviation(
+        option=label,
+        legacy_value=True if len(options) > 1 else LEGACY_VALUES[label],
+        fixed_value=False if len(options) > 1 else not LEGACY_VALUES[label],
+        output_change={name: float((outputs[name] - reference_outputs[name]).abs().max()) for name in outputs},
+        loss_change={name: abs(losses[name] - reference_losses[name]) for name in losses},
+        parameters_removed=len({weights[name].data_ptr() for name in unexpected}),  # shared base named twice
+        explanation=EXPLANATIONS.get(label, "Every option switched at once: each change must lie in the union "
+                                            "of the options' declared regions."),
+    )
+    enforce(deviation, [DEVIATION_REGIONS[option] for option in options], outputs, reference_outputs, losses,
+            reference_losses, inputs, targets)
+    return deviation
+
+
+def _padded(tokens) -> np.ndarray:
+    """(B,) rows holding padding."""
+    return (tokens.attention_mask == 0).any(dim=1).numpy()
+
+
+def _inside_rows(region: DeviationRegion, name: str, inputs, batch: int) -> np.ndarray:
+    """(B,) rows of output `name` inside the region."""
+    inside = np.full(batch, name in region.outputs)
+    if region.padded_rows_only:
+        inside &= np.any([_padded(inputs[key]) for key in OUTPUT_INPUTS[name]], axis=0)
+    return inside
+
+
+def enforce(deviation: Deviation, regions: list[DeviationRegion], outputs, reference_outputs, losses,
+            reference_losses, inputs, targets) -> None:
+    """Split each change into explained (inside a declared region) and unexplained (outside any),
+    and judge: nothing unexplained, and a change somewhere the regions claim one.
+
+    Several regions (the default preset: every option switched) explain their union.
+    """
+    for name, value in outputs.items():
+        change = (value - reference_outputs[name]).abs().reshape(value.shape[0], -1).amax(dim=1).numpy()  # (B,)
+        inside = np.any([_inside_rows(region, name, inputs, len(change)) for region in regions], axis=0)
+        deviation.explained_change[f"output:{name}"] = float(change[inside].max(initial=0.0))
+        deviation.unexplained_change[f"output:{name}"] = float(change[~inside].max(initial=0.0))
+    any_padding = any(_padded(tokens).any() for tokens in [*inputs.values(), targets["encode_decode"],
+                                                           targets["reasoning"]])
+    for name, value in losses.items():
+        change = abs(value - reference_losses[name])
+        inside = any(name in region.losses and (any_padding or not region.padded_rows_only) for region in regions)
+        deviation.explained_change[f"loss:{name}"] = change if inside else 0.0
+        deviation.unexplained_change[f"loss:{name}"] = 0.0 if inside else change
+    # A padded-rows-only region claims nothing of a batch without padding.
+    claims_change = any((region.outputs or region.losses) and (any_padding or not region.padded_rows_only)
+                        for region in regions)
+    removes = any(region.parameters_removed for region in regions)
+    deviation.ineffective = (claims_change and max(deviation.explained_change.values()) == 0.0) or (
+        removes and deviation.parameters_removed == 0)
+    deviation.passed = max(deviation.unexplained_change.values()) == 0.0 and not deviation.ineffective
 
 
 if __name__ == "__main__":

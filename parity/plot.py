@@ -52,3 +52,40 @@ def plot_gradient_flow(report: ParityReport, path: Path) -> None:
     figure.tight_layout()
     atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=110))
     plt.close(figure)
+
+
+def stage_plot_path(gradient_plot: Path) -> Path:
+    """Where the stage-error plot goes beside the gradient-flow plot: `<stem>_stages.png`."""
+    gradient_plot = Path(gradient_plot)
+    return gradient_plot.with_name(f"{gradient_plot.stem}_stages{gradient_plot.suffix or '.png'}")
+
+
+def plot_stage_errors(report: ParityReport, path: Path) -> None:
+    """One panel per batch: each stage's accumulated and introduced error, in noise-floor units, log scale,
+    with the verdict's bound as a line. A stage whose introduced error is far below its accumulated one
+    only passes on what it inherited."""
+    cases = [case for case, rows in report.stage_errors.items() if rows]
+    if not cases:
+        return
+    length = max(len(report.stage_errors[case]) for case in cases)
+    figure, axes = plt.subplots(len(cases), 1, figsize=(max(10, 0.3 * length), 4 * len(cases)), squeeze=False)
+    bound = (report.verdict or {}).get("bound_in_floors")
+    for axis, case in zip(axes[:, 0], cases):
+        rows = report.stage_errors[case]
+        positions = np.arange(len(rows))
+        for key, label, marker in (("accumulated_floor_ratio", "accumulated (real forward)", "o"),
+                                   ("introduced_floor_ratio", "introduced (fed the legacy's input)", "x")):
+            values = [row[key] if row[key] is not None else np.nan for row in rows]
+            axis.plot(positions, np.maximum(values, 1e-3), marker=marker, linestyle="-", label=label)
+        if bound:
+            axis.axhline(bound, color="red", linestyle="--", label=f"bound {bound:g}x floor")
+        axis.set_yscale("log")
+        axis.set_ylabel("error / noise floor")
+        axis.set_title(f"Error per stage ({case} batch), in units of the float32 noise floor", fontsize=9)
+        axis.set_xticks(positions)
+        axis.set_xticklabels([row["stage"] for row in rows], rotation=75, ha="right", fontsize=6)
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    atomic_write(Path(path), lambda tmp: figure.savefig(tmp, format="png", dpi=110))
+    plt.close(figure)

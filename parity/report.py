@@ -56,6 +56,27 @@ def layer_rows(report: ParityReport) -> list[list[str]]:
 LAYER_HEADER = ["stage", "max abs err", "p99 abs err", "padding max err", "result"]
 
 
+def stage_error_rows(report: ParityReport, case: str) -> list[list[str]]:
+    """Per stage: error accumulated in the real forward beside the error the stage introduces itself."""
+    ratio = lambda value: "-" if value is None else f"{value:.2f}x"  # noqa: E731
+    return [[row["stage"], _fmt(row["accumulated_max_abs_err"]), _fmt(row["introduced_max_abs_err"]),
+             _fmt(row["noise_floor"]), ratio(row["accumulated_floor_ratio"]), ratio(row["introduced_floor_ratio"]),
+             _fmt(row["introduced_passed"])] for row in report.stage_errors.get(case, [])]
+
+
+def backward_rows(report: ParityReport) -> list[list[str]]:
+    """Per stage: the input gradient the port's stage passes on, fed the legacy's input and upstream gradient."""
+    return [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["tolerance"]), _fmt(c["passed"])]
+            for c in report.stage_gradient_errors]
+
+
+BACKWARD_HEADER = ["stage", "introduced input-gradient error (relative to its largest)", "tol", "result"]
+
+
+STAGE_ERROR_HEADER = ["stage", "accumulated", "introduced", "noise floor", "accumulated / floor",
+                      "introduced / floor", "introduced within bound"]
+
+
 def gradient_rows(report: ParityReport) -> list[list[str]]:
     rows = []
     for mode, flow in report.gradients.items():
@@ -79,12 +100,16 @@ def deviation_rows(report: ParityReport) -> list[list[str]]:
     rows = []
     for d in report.deviations:
         outputs = ", ".join(f"{k} {v:.3g}" for k, v in d["output_change"].items())
+        explained = max(d.get("explained_change", {}).values(), default=0.0)
+        unexplained = max(d.get("unexplained_change", {}).values(), default=0.0)
+        verdict = "changes nothing it claims" if d.get("ineffective") else _fmt(d.get("passed", True))
         rows.append([d["option"], outputs, f"{d['loss_change']['total']:.3g}", str(d["parameters_removed"]),
-                     d["explanation"]])
+                     f"{explained:.3g}", f"{unexplained:.3g}", verdict, d["explanation"]])
     return rows
 
 
-DEVIATION_HEADER = ["option (legacy -> fixed)", "max output change", "total loss change", "params removed", "why"]
+DEVIATION_HEADER = ["option (legacy -> fixed)", "max output change", "total loss change", "params removed",
+                    "explained (in declared region)", "unexplained", "result", "why"]
 
 
 def summary_rows(report: ParityReport) -> list[list[str]]:
@@ -97,12 +122,33 @@ def summary_rows(report: ParityReport) -> list[list[str]]:
         ["tied parameters", _short(w["tied"])],
         ["shared groups", str(len(w["shared"]))],
         ["PT -> TF -> PT round trip bit-exact", _fmt(w["round_trip_bit_exact"])],
+        ["verdict", _verdict(report)],
+        ["worst forward error in noise floors", _worst_ratio(report.forward)],
         ["first stage over tolerance", report.first_failing_stage or "none"],
+        ["first stage introducing error over its bound", report.first_introducing_stage or "none"],
+        ["first stage introducing backward error over tolerance", report.first_backward_introducing_stage or "none"],
+        ["outputs failing with no stage failing", _short(f"{case}: {name}" for case, entry in report.localisation.items()
+                                                         for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
         *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
         *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in report.timings_s.items()],
     ]
+
+
+def _verdict(report: ParityReport) -> str:
+    verdict = report.verdict or {}
+    if verdict.get("mode") == "noise floor":
+        return f"each value within {verdict['bound_in_floors']:g}x its measured noise floor"
+    return f"fixed absolute tolerance {_fmt(verdict.get('absolute_tolerance'))}"
+
+
+def _worst_ratio(comparisons: list[dict[str, Any]]) -> str:
+    ratios = [(c["floor_ratio"], c["name"]) for c in comparisons if c.get("floor_ratio") is not None]
+    if not ratios:
+        return "-"
+    value, name = max(ratios)
+    return f"{value:.2f}x ({name})"
 
 
 def training_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
@@ -135,7 +181,12 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     console.print(", ".join(f"{k} {v}" for k, v in report.versions.items()))
     console.print(_table("Forward parity (PyTorch legacy preset vs legacy Keras, eval mode)", FORWARD_HEADER, forward_rows(report)))
     console.print(_table("Stage by stage", LAYER_HEADER, layer_rows(report)))
+    for case in report.stage_errors:
+        console.print(_table(f"Introduced vs accumulated error per stage ({case})", STAGE_ERROR_HEADER,
+                             stage_error_rows(report, case)))
     console.print(_table("Gradient flow", GRADIENT_HEADER, gradient_rows(report)))
+    console.print(_table("Backward, introduced per stage (fed the legacy's input and upstream gradient)",
+                         BACKWARD_HEADER, backward_rows(report)))
     for framework in report.reachability:
         header, rows = reachability_rows(report, framework)
         console.print(_table(f"Which objective reaches which parameters ({framework})", header, rows))
@@ -172,6 +223,10 @@ def report_markdown(report: ParityReport) -> str:
              "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
              "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
              "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report))]
+    parts += ["\n## Backward error introduced per stage\n", _markdown_table(BACKWARD_HEADER, backward_rows(report))]
+    for case in report.stage_errors:
+        parts += [f"\n## Introduced vs accumulated error per stage ({case})\n",
+                  _markdown_table(STAGE_ERROR_HEADER, stage_error_rows(report, case))]
     causes = {name: cause for flow in report.gradients.values() for name, cause in flow.get("causes", {}).items()}
     parts += ["\nWhy each missing gradient is missing:\n"] + [f"- `{name}`: {cause}" for name, cause in sorted(causes.items())]
     for framework in report.reachability:

@@ -26,6 +26,46 @@ LEGACY_VALUES: Mapping[str, bool] = MappingProxyType(
     }
 )
 
+
+
+@dataclass(frozen=True)
+class DeviationRegion:
+    """Where switching one compatibility option from its legacy value may change results.
+
+    `parity.ledger` enforces it: a change outside the region, or no change
+    inside it, fails the parity run.
+
+    Attributes:
+        outputs: trainer outputs the option may change.
+        losses: losses it may change (`total` included where any objective changes).
+        padded_rows_only: changes confined to batch rows whose inputs (for outputs)
+            or targets (for losses) hold padding.
+        parameters_removed: whether it removes parameters (and nothing else).
+    """
+
+    outputs: frozenset = frozenset()
+    losses: frozenset = frozenset()
+    padded_rows_only: bool = False
+    parameters_removed: bool = False
+
+
+_ALL_OUTPUTS = frozenset({"encode_decode", "question_answering", "reasoning", "consistency"})
+_CROSS_ENTROPY = frozenset({"encode_decode", "reasoning", "total"})
+
+# Option -> its declared region (the legacy behaviour each reproduces is on the QaracConfig fields).
+DEVIATION_REGIONS: Mapping[str, DeviationRegion] = MappingProxyType(
+    {
+        # Masking the pooling head changes the vector of every text with padding, and what is built on it.
+        "pooling_masks_padding": DeviationRegion(_ALL_OUTPUTS, _ALL_OUTPUTS | {"total"}, padded_rows_only=True),
+        # A causal decoder head changes the decoder logits only; a row without padding still changes.
+        "causal_decoder_head": DeviationRegion(frozenset({"encode_decode", "reasoning"}), _CROSS_ENTROPY),
+        # The pooler is never used: no result changes, four tensors per base go.
+        "keep_pooler": DeviationRegion(parameters_removed=True),
+        # Ignoring padding targets changes the two cross-entropy losses, only where targets hold padding.
+        "loss_ignores_padding": DeviationRegion(losses=_CROSS_ENTROPY, padded_rows_only=True),
+    }
+)
+
 # Keys of a RobertaConfig that describe the architecture; the rest of an HF
 # config.json (architectures, transformers_version, ...) is not ours to carry.
 _BASE_KEYS = (

@@ -113,10 +113,11 @@ def test_forward_parity_api_fails_on_a_wrong_weight(models, batch):
 
 
 @pytest.mark.parametrize("parameter, stage", [
-    ("decoder.decoder.encoder.layer.1.attention.self.query.weight", "decoder base: layer 1"),
-    ("question_encoder.encoder.encoder.layer.0.output.dense.bias", "encoder base: layer 0"),
-    ("answer_encoder.head.local_projection", "answer encoder head: local projection"),
-    ("decoder.decoder_head.layer_1.output.LayerNorm.weight", "decoder head: layer_1"),
+    ("decoder.decoder.encoder.layer.1.attention.self.query.weight", "decoder base: layer 1 (offset_text)"),
+    ("question_encoder.encoder.encoder.layer.0.output.dense.bias", "encoder base: layer 0 (all_text)"),
+    ("answer_encoder.head.local_projection", "answer encoder head: output (all_text)"),
+    ("question_encoder.head.global_projection", "question encoder head: output (question)"),
+    ("decoder.decoder_head.layer_1.output.LayerNorm.weight", "decoder head: layer_1 (offset_text)"),
 ])
 def test_planted_error_is_localised(models, batch, parameter, stage):
     pt_model = models[1]
@@ -187,7 +188,9 @@ def test_deviation_ledger(models, batch):
     from parity.ledger import measure_deviations
 
     deviations = {d.option: d for d in measure_deviations(models[1], batch.inputs, batch.targets)}
-    assert set(deviations) == {"pooling_masks_padding", "causal_decoder_head", "keep_pooler", "loss_ignores_padding"}
+    assert set(deviations) == {"pooling_masks_padding", "causal_decoder_head", "keep_pooler", "loss_ignores_padding",
+                               "all options (default preset)"}
+    assert all(d.passed for d in deviations.values())
     pooler = deviations["keep_pooler"]
     assert max(pooler.output_change.values()) == 0.0 and pooler.parameters_removed == 4
     assert deviations["pooling_masks_padding"].output_change["question_answering"] > 1e-3
@@ -200,7 +203,8 @@ def test_deviation_ledger(models, batch):
 # --- the command ---------------------------------------------------------------------------
 
 REPORT_FIELDS = {"model", "versions", "weights", "forward", "layers", "gradients", "reachability",
-                 "gradient_parity", "deviations", "passed", "timings_s"}
+                 "gradient_parity", "deviations", "passed", "timings_s", "localisation", "stage_errors",
+                 "first_introducing_stage", "noise_floors", "verdict"}
 
 
 @pytest.mark.slow
@@ -220,6 +224,11 @@ def test_qarac_parity_command_end_to_end(tmp_path, tiny_model_dir):
     assert all(set(entry) >= {"name", "max_abs_err", "max_rel_err", "tolerance", "passed"} for entry in report["forward"])
     assert len(report["gradients"]["tf/fit"]["missing"]) == 6 and report["gradients"]["pt/default"]["missing"] == []
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "g_stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # introduced vs accumulated
+    assert report["verdict"]["mode"] == "noise floor" and report["first_introducing_stage"] is None
+    assert report["checks"]["localised"] and report["checks"]["deviations_declared"]
+    assert all(entry["floor_ratio"] <= report["verdict"]["bound_in_floors"] for entry in report["forward"])
+    assert {"padded", "sharp"} <= set(report["stage_errors"]) and "sharp" in report["noise_floors"]
     assert "## Gradient flow" in paths["markdown"].read_text()
 
 

@@ -1,0 +1,55 @@
+"""A sharper parity weight set, derived deterministically from the model under test.
+
+Small random weights (RoBERTa's init std 0.02) keep every pre-activation
+where GELU and its tanh approximation agree to 1e-7, the softmax nearly
+uniform and the logits near zero: a port that used the wrong nonlinearity
+would pass. This weight set rescales the same weights so that the
+nonlinearities are exercised: every dense kernel to std `GAIN / sqrt(fan_in)`
+(pre-activations of order 1 after a layer norm) and the embedding tables to
+`EMBEDDING_GAIN / sqrt(H)` (the tied LM head's logits of order a few units).
+Signs and structure are the model's own; only the scale changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+
+GAIN = 1.5
+EMBEDDING_GAIN = 3.0
+
+
+def sharpened_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's parameters rescaled as the module docstring says (a new dict, model untouched)."""
+    state = {}
+    for name, parameter in model.named_parameters():
+        value = parameter.detach().clone()
+        if value.dim() == 2 and value.std() > 0:
+            width = value.shape[1]
+            embedding = "embeddings" in name and "LayerNorm" not in name
+            target = (EMBEDDING_GAIN if embedding else GAIN) / width ** 0.5
+            value = value * (target / value.std())
+        state[name] = value
+    return state
+
+
+@contextlib.contextmanager
+def sharpened(pt_model: torch.nn.Module, tf_model: Any, weight_map: Any) -> Iterator[None]:
+    """Both models hold the sharpened weights inside the block, their own weights after it."""
+    from parity import bridge
+
+    original = {name: p.detach().clone() for name, p in pt_model.named_parameters()}
+    with torch.no_grad():
+        for name, value in sharpened_state(pt_model).items():
+            dict(pt_model.named_parameters())[name].copy_(value)
+    bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            parameters = dict(pt_model.named_parameters())
+            for name, value in original.items():
+                parameters[name].copy_(value)
+        bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
