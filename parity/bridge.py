@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from qarac import _hf  # noqa: F401
-from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
 
 # (legacy attribute path, PyTorch module path). The answer encoder's base is the
 # question encoder's base on both sides (shared), so it appears once.
@@ -126,6 +125,10 @@ def convert_name(tf_inner: str, shape: tuple[int, ...]) -> tuple[str, bool]:
     if base in NAME_TABLE:
         return NAME_TABLE[base], False
     # The converter drops the first scope (the model's name): give it a placeholder.
+    # transformers' own TF -> PT name rule; its TF utilities exist only on the 4.57 line, which the
+    # legacy side needs anyway (the port and `check` never reach this function).
+    from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
+
     pt_inner, transpose = convert_tf_weight_name_to_pt_weight_name(f"_/{tf_inner}", "", tf_weight_shape=shape)
     if pt_inner.startswith("roberta."):  # TFRobertaModel wraps its layers in `roberta`
         pt_inner = pt_inner[len("roberta."):]

@@ -6,10 +6,10 @@ A bundle is a directory:
                            the JSON-valued results (gradient census, warnings, losses, ...),
                            one entry per array (shape, dtype, what it is) and the sha256 of
                            every other file of the bundle
-    arrays.safetensors     every array (inputs, targets, outputs, stages, gradients), by name
-    weights/               the weights the legacy ran with, as an HF RoBERTa directory
-                           (config.json, model.safetensors, tokenizer files) plus the heads
-                           in `heads.safetensors`
+    arrays.safetensors     every array (the weights the legacy ran with, inputs, targets,
+                           outputs, stages, gradients), by name
+    model/                 the model's HF files besides its weights: config.json and the
+                           tokenizer files
 
 Arrays are safetensors, everything else JSON: nothing is pickled. A bundle is
 written into a staging directory beside its destination and renamed into place,
@@ -37,7 +37,7 @@ import safetensors.numpy
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.safetensors"
-WEIGHTS_DIR = "weights"
+MODEL_DIR = "model"
 
 
 class BundleError(ValueError):
@@ -53,7 +53,8 @@ class Bundle:
         descriptions: name -> what the array is (kept in the manifest).
         results: JSON-valued results by name (e.g. the gradient census of each TF mode).
         meta: everything else of the manifest: versions, model config, seeds, batch size.
-        weights_dir: the HF directory of the weights the legacy ran with, or None.
+        model_dir: a directory of the model's HF files besides the weights (config.json,
+            tokenizer files), or None.
         directory: where the bundle was read from, or None for one built in memory.
     """
 
@@ -61,7 +62,7 @@ class Bundle:
     descriptions: dict[str, str] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
-    weights_dir: Path | None = None
+    model_dir: Path | None = None
     directory: Path | None = None
 
     def add(self, name: str, array: np.ndarray, description: str) -> None:
@@ -95,9 +96,26 @@ def _files_below(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
 
 
-def _array_entries(bundle: Bundle) -> dict[str, dict[str, Any]]:
-    return {name: {"shape": list(value.shape), "dtype": str(value.dtype), "description": bundle.descriptions[name]}
-            for name, value in sorted(bundle.arrays.items())}
+def _stored_arrays(bundle: Bundle) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+    """(the arrays to store, the manifest's entry per array).
+
+    An array identical to an earlier one (same dtype, shape and bytes: a stage's input is
+    the previous stage's output, the LM head's output is the trainer's logits, the shared
+    base's weights appear under both encoders) is stored once; its entry names it (`same_as`).
+    """
+    stored: dict[str, np.ndarray] = {}
+    entries: dict[str, dict[str, Any]] = {}
+    first: dict[str, str] = {}
+    for name, value in sorted(bundle.arrays.items()):
+        digest = hashlib.sha256(f"{value.dtype}{value.shape}".encode() + value.tobytes()).hexdigest()
+        entry = {"shape": list(value.shape), "dtype": str(value.dtype), "description": bundle.descriptions[name]}
+        if digest in first:
+            entry["same_as"] = first[digest]
+        else:
+            first[digest] = name
+            stored[name] = value
+        entries[name] = entry
+    return stored, entries
 
 
 def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -112,11 +130,12 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool =
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".staging", dir=directory.parent))
     try:
-        safetensors.numpy.save_file(dict(bundle.arrays), str(staging / ARRAYS_NAME), metadata={"format": "np"})
-        if bundle.weights_dir is not None:
-            shutil.copytree(bundle.weights_dir, staging / WEIGHTS_DIR)
+        stored, entries = _stored_arrays(bundle)
+        safetensors.numpy.save_file(stored, str(staging / ARRAYS_NAME), metadata={"format": "np"})
+        if bundle.model_dir is not None:
+            shutil.copytree(bundle.model_dir, staging / MODEL_DIR)
         manifest = {"schema_version": SCHEMA_VERSION, **bundle.meta, "results": bundle.results,
-                    "arrays": _array_entries(bundle),
+                    "arrays": entries,
                     "files": {str(p.relative_to(staging)): sha256_of(p) for p in _files_below(staging)}}
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default)
                                              + "\n", encoding="utf-8")
@@ -198,6 +217,9 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
     except (safetensors.SafetensorError, OSError, ValueError) as error:
         raise BundleError(f"{directory / ARRAYS_NAME} is not a readable safetensors file: {error}") from error
     listed = manifest.get("arrays", {})
+    for name, entry in listed.items():
+        if "same_as" in entry and entry["same_as"] in arrays:
+            arrays[name] = arrays[entry["same_as"]]
     missing = sorted(set(listed) - set(arrays))
     if missing:
         raise BundleError(f"bundle {directory} lacks arrays its manifest lists: {missing[:5]}"
@@ -207,11 +229,11 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
             raise BundleError(f"bundle array {name!r} is {arrays[name].dtype}{list(arrays[name].shape)}, "
                               f"the manifest lists {entry['dtype']}{entry['shape']}")
     meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files")}
-    weights = directory / WEIGHTS_DIR
+    weights = directory / MODEL_DIR
     return Bundle(arrays={name: arrays[name] for name in listed},
                   descriptions={name: entry["description"] for name, entry in listed.items()},
                   results=manifest.get("results", {}), meta=meta,
-                  weights_dir=weights if weights.is_dir() else None, directory=directory)
+                  model_dir=weights if weights.is_dir() else None, directory=directory)
 
 
 def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:

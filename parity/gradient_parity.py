@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from parity.bridge import WeightMap
+if TYPE_CHECKING:
+    from parity.bridge import WeightMap
+
 
 # Gradients pass through the whole backward graph of both frameworks; on the
 # tiny model they agree to ~1e-6 relative. The bound leaves room for the

@@ -1,6 +1,11 @@
 """The parity pipeline: weight bridge -> forward -> layers -> gradients ->
 gradient parity -> deviation ledger, returning one `ParityReport`.
 
+One comparison core: `check` compares the port with a `LegacyRun`, the legacy
+side as data (`parity.record`), and imports no TensorFlow. The live harness,
+`run_parity`, records the legacy in memory and checks; `qarac-parity check`
+reads the same `LegacyRun` from a reference bundle.
+
 Formatting (terminal tables, JSON, Markdown, the plot) lives in
 `parity.report`; this module only computes.
 """
@@ -15,18 +20,21 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
 from parity import backward, bridge, forward, gradient_parity, gradients, ledger, noise
-from parity.capture import Capture, capture_keras, capture_torch
+from parity.bundle import BundleError
+from parity.capture import Capture, capture_torch
 from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
-from parity.inputs import all_padding_row, max_length_batch, sample_batch, unpadded
-from parity.sharp import sharpened
+from parity.sharp import sharpened_state
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.checkpoint import read_roberta_config
+
+if TYPE_CHECKING:
+    from parity.record import LegacyRun
 
 # Measured on roberta-base shapes with random weights (bench/parity_speed.py, worst 3.4e-5):
 # twelve layers of float32 from two kernel libraries drift further than two.
@@ -78,30 +86,27 @@ class _Timer:
 
 
 def versions() -> dict[str, str]:
-    import tensorflow as tf
-    import tf_keras
+    """The port side's libraries (the legacy side's are recorded with its run, as `legacy_*`)."""
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "tensorflow": tf.__version__,
-            "tf_keras": tf_keras.__version__, "transformers": transformers.__version__, "numpy": np.__version__}
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__}
 
 
-def determinism_checks(pt_model: QaracTrainerModel, tf_model: Any, inputs, pt_first: Capture,
-                       tf_first: Capture) -> dict[str, bool]:
-    """TF32 off in both frameworks and dropout off, read back; a repeated forward is identical to the first."""
-    from parity.tf_side import disable_tf32
-
+def determinism_checks(pt_model: QaracTrainerModel, inputs, pt_first: Capture,
+                       recorded: Mapping[str, bool]) -> dict[str, bool]:
+    """TF32 off and dropout off in the port, read back; a repeated forward is identical to the first;
+    with the legacy's own flags as recorded (`tf_tf32_off`, `tf_repeat_identical`)."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     pt_model.eval()
-    pt_again, tf_again = capture_torch(pt_model, inputs), capture_keras(tf_model, inputs)
-    same = lambda a, b: all(np.array_equal(a.arrays()[k], v) for k, v in b.arrays().items())  # noqa: E731
+    pt_again = capture_torch(pt_model, inputs)
     return {
         "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
-        "tf_tf32_off": disable_tf32(),
+        "tf_tf32_off": bool(recorded["tf_tf32_off"]),
         "torch_dropout_off": not any(module.training for module in pt_model.modules()),
-        "torch_repeat_identical": same(pt_again, pt_first),
-        "tf_repeat_identical": same(tf_again, tf_first),
+        "torch_repeat_identical": all(np.array_equal(pt_again.arrays()[k], v) for k, v in pt_first.arrays().items()),
+        "tf_repeat_identical": bool(recorded["tf_repeat_identical"]),
     }
 
 
@@ -118,7 +123,7 @@ def build_models(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel
     return tf_model, pt_legacy, pt_default, weight_map
 
 
-def _round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: bridge.WeightMap) -> bool:
+def round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: bridge.WeightMap) -> bool:
     """PT -> TF -> PT reproduces every parameter bit for bit."""
     original = {k: v.clone() for k, v in pt_model.state_dict().items()}
     bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
@@ -143,17 +148,17 @@ class ForwardCase:
     introduced: list[Comparison] | None
 
 
-def forward_case(pt_model, tf_model, inputs, case: str, tolerance: float | None, fallback: float,
-                 introduced: bool = True, seed: int = 0) -> ForwardCase:
-    """Every comparison of one batch from one legacy forward (and one of the port).
+def forward_case(pt_model, legacy: Capture, legacy_variants: Mapping[str, Mapping[str, float]], inputs, case: str,
+                 tolerance: float | None, fallback: float, introduced: bool = True, seed: int = 0) -> ForwardCase:
+    """Every comparison of one batch from one forward of the port against the legacy's capture.
 
     Args:
+        legacy, legacy_variants: the legacy's capture of this batch and its own noise (`parity.record`).
         tolerance: a fixed absolute tolerance (`--tolerance`), or None to judge in noise-floor units.
         fallback: the absolute tolerance recorded where a value is judged by its floor.
     """
-    legacy = capture_keras(tf_model, inputs)
     pt = capture_torch(pt_model, inputs)
-    floors = noise.measure_floors(pt_model, tf_model, inputs, pt, legacy, seed)
+    floors = noise.measure_floors(pt_model, inputs, pt, legacy, legacy_variants, seed)
     bound = noise.FLOOR_BOUND if tolerance is None else None
     absolute = tolerance if tolerance is not None else fallback
     result = forward.compare_captures(pt, legacy, inputs, case, absolute, floors.floor, bound)
@@ -173,55 +178,105 @@ def stage_errors(case: ForwardCase) -> list[dict[str, Any]]:
     return rows
 
 
+def build_port(run: LegacyRun, device: str | torch.device = "cpu") -> tuple[QaracTrainerModel, QaracTrainerModel]:
+    """The port's legacy preset and default preset holding the weights the legacy ran with.
+
+    Raises:
+        BundleError: the recorded weights do not fit the recorded architecture.
+    """
+    architecture = QaracConfig(base=run.meta["model_config"])
+    pt_legacy = QaracTrainerModel(architecture.legacy())
+    state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
+    try:
+        pt_legacy.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:400]
+        raise BundleError(f"the recorded weights do not fit the recorded architecture: {detail}") from None
+    pt_default = QaracTrainerModel(architecture.fixed())
+    pt_default.load_state_dict({k: v for k, v in state.items() if ".pooler." not in k}, strict=True)
+    return pt_legacy.to(device).eval(), pt_default.to(device).eval()
+
+
 def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
                train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
-    """Run every stage of the harness on one RoBERTa directory.
+    """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port."""
+    from parity.record import record_legacy
+
+    start = time.perf_counter()
+    run = record_legacy(model_dir, seed, batch_size, train_steps, progress)
+    report = check(run, tolerance, progress=progress)
+    report.timings_s = {**{f"record {k}": v for k, v in run.timings_s.items()}, **report.timings_s,
+                        "total": round(time.perf_counter() - start, 3)}
+    return report
+
+
+def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.device = "cpu",
+          progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
+    """Compare the port with a recorded (or just recorded) legacy run; imports no TensorFlow.
 
     Args:
         tolerance: None (default) judges every forward value against `parity.noise.FLOOR_BOUND`
             times its measured noise floor; a number is a fixed absolute tolerance instead.
+        device: where the port runs ("cpu", "cuda"); TF32 is turned off and read back there.
     """
-    report = ParityReport(model=str(model_dir), versions=versions())
+    report = ParityReport(model=str(run.meta["model"]), versions={**versions(), **{
+        f"legacy_{k}": v for k, v in run.meta["legacy_versions"].items()}})
     timer = _Timer(report.timings_s, progress)
     start = time.perf_counter()
-    fit_probe = start_fit_probe(model_dir, seed)  # runs beside the rest: tracing `fit` is the slowest step
+    seed = int(run.meta["seed"])
     with timer.stage("build"):
-        tf_model, pt_legacy, pt_default, weight_map = build_models(model_dir, seed)
-        batch = sample_batch(model_dir, pt_legacy.config, batch_size, seed)
+        pt_legacy, pt_default = build_port(run, device)
+        inputs = {case: {name: tokens.to(device) for name, tokens in batch.items()} for case, batch in run.inputs.items()}
+        targets = {name: value.to(device) for name, value in run.targets.items()}
     fallback = tolerance if tolerance is not None else fixed_tolerance(pt_legacy.config)
     report.verdict = {"mode": "fixed tolerance" if tolerance is not None else "noise floor",
                       "bound_in_floors": None if tolerance is not None else noise.FLOOR_BOUND,
                       "absolute_tolerance": tolerance}
-    with timer.stage("weights"):
-        report.weights = {**weight_map.summary(), "round_trip_bit_exact": _round_trip_exact(tf_model, pt_legacy, weight_map)}
+    report.weights = dict(run.weight_summary)
     with timer.stage("forward"):
-        cases = {"padded": batch.inputs, "unpadded": unpadded(batch).inputs,
-                 "max_length": max_length_batch(pt_legacy.config, seed)}
-        runs = {case: forward_case(pt_legacy, tf_model, inputs, case, tolerance, fallback,
-                                   introduced=case == "padded", seed=seed) for case, inputs in cases.items()}
-        with sharpened(pt_legacy, tf_model, weight_map):  # the nonlinearities exercised (parity.sharp)
-            runs["sharp"] = forward_case(pt_legacy, tf_model, batch.inputs, "sharp", tolerance, fallback, seed=seed)
+        runs = {case: forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
+                                   tolerance, fallback, introduced=case == "padded", seed=seed)
+                for case in ("padded", "unpadded", "max_length")}
+        with sharpened_port(pt_legacy):  # the nonlinearities exercised (parity.sharp)
+            runs["sharp"] = forward_case(pt_legacy, run.captures["sharp"], run.legacy_floors["sharp"],
+                                         inputs["padded"], "sharp", tolerance, fallback, seed=seed)
         _forward_sections(report, runs)
-        report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, tf_model, batch, fallback)
+        report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, run.captures["all_padding_row"],
+                                                                   inputs["all_padding_row"], fallback)
     with timer.stage("determinism"):
-        report.determinism = determinism_checks(pt_legacy, tf_model, batch.inputs, runs["padded"].pt,
-                                                runs["padded"].legacy)
+        report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
     with timer.stage("gradients"):
-        _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batch, fit_probe)
+        _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets)
     with timer.stage("deviations"):
-        report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, batch.inputs, batch.targets)]
-    if train_steps:
+        report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, inputs["padded"], targets)]
+    if run.training is not None:
         with timer.stage("training"):
-            from parity.training import training_parity
+            from parity.training import check_training
 
-            report.training = training_parity(model_dir, train_steps, batch_size, seed).to_dict()
-    report.checks = _checks(report, [c for run in runs.values() for c in run.result.outputs])
-    from parity.mutations import legacy_l2_probe, primitives_agree
+            report.training = check_training(run).to_dict()
+    report.checks = _checks(report, [c for case in runs.values() for c in case.result.outputs])
+    from parity.mutations import primitives_agree
 
-    report.checks["l2_normalize_primitive"] = primitives_agree(legacy_l2_probe())
+    report.checks["l2_normalize_primitive"] = primitives_agree(run.l2_probe)
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
     return report
+
+
+@contextlib.contextmanager
+def sharpened_port(pt_model: QaracTrainerModel) -> Iterator[None]:
+    """The port holds the sharpened weight set (`parity.sharp`) inside the block, its own after it."""
+    original = {name: p.detach().clone() for name, p in pt_model.named_parameters()}
+    parameters = dict(pt_model.named_parameters())
+    with torch.no_grad():
+        for name, value in sharpened_state(pt_model).items():
+            parameters[name].copy_(value)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in original.items():
+                parameters[name].copy_(value)
 
 
 def _forward_sections(report: ParityReport, runs: dict[str, ForwardCase]) -> None:
@@ -238,10 +293,9 @@ def _forward_sections(report: ParityReport, runs: dict[str, ForwardCase]) -> Non
     report.noise_floors = {case: run.floors.to_dict() for case, run in runs.items()}
 
 
-def _all_padding_row(pt_model, tf_model, batch, tolerance) -> dict[str, Any]:
+def _all_padding_row(pt_model, legacy: Capture, inputs, tolerance) -> dict[str, Any]:
     """A batch whose last row is padding only: real rows must still agree; say what each side returns there."""
-    inputs = all_padding_row(batch).inputs
-    pt, tf = forward.output_arrays(capture_torch(pt_model, inputs)), forward.output_arrays(capture_keras(tf_model, inputs))
+    pt, tf = forward.output_arrays(capture_torch(pt_model, inputs)), forward.output_arrays(legacy)
     real_rows = {name: compare_arrays(name, pt[name][:-1], tf[name][:-1], tolerance).to_dict() for name in pt}
     padding_row = {name: {"pytorch_finite": bool(np.isfinite(pt[name][-1]).all()),
                           "legacy_finite": bool(np.isfinite(tf[name][-1]).all()),
@@ -270,22 +324,17 @@ def finish_fit_probe(probe: subprocess.Popen, timeout: float = 900) -> list[str]
     return json.loads(stdout)["missing_gradients"]
 
 
-def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batch, fit_probe) -> None:
-    from parity.tf_side import tf_eager_gradients_per_objective, tf_gradients
-
-    to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
-    eager = {key: to_pt(grads) for key, grads in
-             tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets).items()}
+def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, targets) -> None:
+    """Census of every mode (recorded TF modes, live PyTorch presets), reachability, gradient parity, backward."""
     raw = {
-        "tf/eager": eager[None],
-        "tf/graph": to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph")),
-        "pt/legacy": gradients.torch_gradients(pt_legacy, batch.inputs, batch.targets),
-        "pt/default": gradients.torch_gradients(pt_default, batch.inputs, batch.targets),
+        "tf/eager": run.gradients["tf/eager"],
+        "tf/graph": run.gradients["tf/graph"],
+        "pt/legacy": gradients.torch_gradients(pt_legacy, inputs, targets),
+        "pt/default": gradients.torch_gradients(pt_default, inputs, targets),
     }
-    fit_warning = finish_fit_probe(fit_probe)
-    fit_missing = {weight_map.tf_to_pt()[name] for name in fit_warning}
+    canonical = list(run.parameters)  # every legacy-preset parameter, once
+    fit_missing = set(run.fit_missing)
     references = [raw["pt/legacy"], raw["tf/eager"]]
-    canonical = [entry.pt_name for entry in weight_map.entries]  # every legacy-preset parameter, once
     expected = {key: [name for name, _ in pt_default.named_parameters()] if key == "pt/default" else canonical
                 for key in raw}
     flows = {key: gradients.census(grads, expected[key]) for key, grads in raw.items()}
@@ -295,16 +344,16 @@ def _gradient_sections(report, tf_model, pt_legacy, pt_default, weight_map, batc
         gradients.attribute_causes(flow, references)
     order = ("tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default")
     report.gradients = {key: flows[key].to_dict() for key in order}
-    report.gradients["tf/fit"]["warning_names"] = fit_warning  # as TensorFlow printed them (the seed's names)
+    report.gradients["tf/fit"]["warning_names"] = list(run.fit_warning)  # as TensorFlow printed them
     report.reachability = {
-        "pt/legacy": gradients.torch_reachability(pt_legacy, batch.inputs, batch.targets),
-        "pt/default": gradients.torch_reachability(pt_default, batch.inputs, batch.targets),
-        "tf/eager": gradients.reachability({objective: eager[objective] for objective in gradients.OBJECTIVES}),
+        "pt/legacy": gradients.torch_reachability(pt_legacy, inputs, targets),
+        "pt/default": gradients.torch_reachability(pt_default, inputs, targets),
+        "tf/eager": gradients.reachability({objective: run.gradients[f"tf/eager:{objective}"]
+                                            for objective in gradients.OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
     report.stage_gradient_errors = [c.to_dict() for c in backward.introduced_backward(
-        pt_legacy, backward.legacy_backward(tf_model, batch.inputs, batch.targets), batch.inputs,
-        gradient_parity.GRADIENT_TOLERANCE)]
+        pt_legacy, run.backward, inputs, gradient_parity.GRADIENT_TOLERANCE)]
     report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors
                                                     if not c["passed"]), None)
 

@@ -155,26 +155,45 @@ def _pytorch_variants(pt_model, inputs, order) -> dict[str, Capture]:
             "one_thread": one_thread}
 
 
-def measure_floors(pt_model, tf_model, inputs: Mapping[str, Any], pt: Capture, legacy: Capture,
-                   seed: int = 0) -> NoiseFloors:
-    """Noise floors of every output and stage of one batch.
-
-    Args:
-        pt, legacy: the float32 captures of this batch already taken for the comparison.
-    """
+def permutation(inputs: Mapping[str, Any], seed: int) -> np.ndarray:
+    """The row order of the permuted-batch variant: seeded, never the identity (for B > 1)."""
     batch = next(iter(inputs.values())).input_ids.shape[0]
     order = np.random.default_rng(seed).permutation(batch)
     if batch > 1 and (order == np.arange(batch)).all():
         order = np.roll(order, 1)
+    return order
+
+
+def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
+                          seed: int = 0) -> dict[str, dict[str, float]]:
+    """The legacy's own noise on one batch: value -> {"permuted_batch": max difference}.
+
+    Args:
+        legacy: the legacy's float32 capture of this batch.
+    """
+    order = permutation(inputs, seed)
+    reference = _values(legacy)
+    masks = _masks(reference, inputs)
+    permuted = _unpermute(capture_keras(tf_model, _permuted(inputs, order)), order)
+    return {name: {"permuted_batch": max_difference(value, reference[name], masks[name])}
+            for name, value in _values(permuted).items()}
+
+
+def measure_floors(pt_model, inputs: Mapping[str, Any], pt: Capture, legacy: Capture,
+                   legacy_variants: Mapping[str, Mapping[str, float]], seed: int = 0) -> NoiseFloors:
+    """Noise floors of every output and stage of one batch.
+
+    Args:
+        pt, legacy: the float32 captures of this batch already taken for the comparison.
+        legacy_variants: the legacy's own noise (`legacy_floor_variants`, live or recorded).
+    """
+    order = permutation(inputs, seed)
     reference_pt, reference_tf = _values(pt), _values(legacy)
     masks = _masks(reference_tf, inputs)
-    floors = NoiseFloors()
+    floors = NoiseFloors(legacy={name: dict(variants) for name, variants in legacy_variants.items()})
     for variant, capture in _pytorch_variants(pt_model, inputs, order).items():
         for name, value in _values(capture).items():
             floors.pytorch.setdefault(name, {})[variant] = max_difference(value, reference_pt[name], masks[name])
-    permuted_tf = _unpermute(capture_keras(tf_model, _permuted(inputs, order)), order)
-    for name, value in _values(permuted_tf).items():
-        floors.legacy.setdefault(name, {})["permuted_batch"] = max_difference(value, reference_tf[name], masks[name])
     for name, reference in reference_tf.items():
         ulp = F32_EPS * float(np.abs(reference).max(initial=0.0))
         measured = [*floors.pytorch[name].values(), *floors.legacy[name].values()]

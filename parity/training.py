@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from parity import bridge
@@ -106,8 +107,6 @@ def pipeline_batches(model_dir: Path, config: QaracConfig, steps: int, batch_siz
     Raises:
         ValueError: the epoch holds fewer than `steps` rectangular batches.
     """
-    import numpy as np
-
     from legacy_keras.pipeline import CombinedCorpus, RaggedBatchError, legacy_tokenizer
 
     legacy = CombinedCorpus.from_directory(data_dir, legacy_tokenizer(model_dir), seed=seed, batch_size=batch_size,
@@ -185,46 +184,121 @@ def _max_diff(a: list[dict], b: list[dict]) -> float:
     return max(abs(x[key] - y[key]) for x, y in zip(a, b) for key in ("total", *OBJECTIVES))
 
 
-def training_parity(model_dir: Path, steps: int = 5, batch_size: int = 4, seed: int = 0) -> TrainingParity:
-    """Run K steps on each side on the original's batches and compare the per-step losses.
+def _legacy_arrays(x: dict, y: dict) -> dict[str, np.ndarray]:
+    """One legacy pipeline batch (TF tensors) as named arrays."""
+    arrays = {}
+    for name, tokens in x.items():
+        arrays[f"x/{name}/input_ids"] = np.asarray(tokens["input_ids"])
+        arrays[f"x/{name}/attention_mask"] = np.asarray(tokens["attention_mask"])
+    for name in ("encode_decode", "reasoning", "consistency"):
+        arrays[f"y/{name}"] = np.asarray(y[name])
+    return arrays
+
+
+def _same_batch(batch: Any, arrays: dict[str, np.ndarray]) -> bool:
+    """The port's batch holds exactly the legacy pipeline's ids, masks and targets."""
+    same = all(np.array_equal(batch.inputs[name].input_ids.cpu().numpy(), arrays[f"x/{name}/input_ids"])
+               and np.array_equal(batch.inputs[name].attention_mask.cpu().numpy(), arrays[f"x/{name}/attention_mask"])
+               for name in batch.inputs)
+    same &= all(np.array_equal(batch.targets[name].input_ids.cpu().numpy(), arrays[f"y/{name}"])
+                for name in ("encode_decode", "reasoning"))
+    return bool(same and np.array_equal(batch.targets["consistency"].cpu().numpy(), arrays["y/consistency"]))
+
+
+def _dropout_free(config: QaracConfig) -> QaracConfig:
+    return config.replace(base={**config.base, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+
+
+def record_legacy_training(model_dir: Path, steps: int = 5, batch_size: int = 4, seed: int = 0,
+                           expected_weights: dict[str, np.ndarray] | None = None):
+    """The legacy side of training parity: K steps of `fit(run_eagerly=True)` and of the traced `fit`
+    on the original's batches, as data.
 
     Args:
-        batch_size: of the original's pipeline (32 in the original; smaller keeps the check fast).
-        seed: the heads' initialisation and the pipeline's shuffles.
+        expected_weights: the weights the rest of the run recorded; training must start from them.
+
+    Returns: (`parity.record.LegacyTraining`, the starting weights by PyTorch name).
     """
     if steps < 1:
         raise ValueError(f"training parity needs at least one step, got {steps}")
     from legacy_keras.build import build_trainer
+    from parity.record import LegacyTraining
 
     with tempfile.TemporaryDirectory(prefix="qarac-train-parity-") as scratch:
         directory = _dropout_free_copy(Path(model_dir), Path(scratch) / "model")
         config = QaracConfig.from_roberta_config(read_roberta_config(directory)).legacy()
         batches = pipeline_batches(directory, config, steps, batch_size, seed)
         trainer = build_trainer(directory, seed=seed, compile=False)
+    start = QaracTrainerModel(config)
+    bridge.copy_tf_to_pt(trainer, start)
+    weights = {name: value.numpy().copy() for name, value in start.state_dict().items()}
+    if expected_weights is not None and any(not np.array_equal(value, expected_weights[name])
+                                            for name, value in weights.items()):
+        raise RuntimeError("the training run's legacy trainer does not start from the recorded weights")
     initial = trainer.get_weights()
-    port = QaracTrainerModel(config)
-    bridge.copy_tf_to_pt(trainer, port)
-    control = QaracTrainerModel(config)
-    control.load_state_dict(port.state_dict())
-    legacy_eager = _legacy_run(trainer, batches.legacy, run_eagerly=True)
+    eager = _legacy_run(trainer, batches.legacy, run_eagerly=True)
     trainer.set_weights(initial)
-    legacy_graph = _legacy_run(trainer, batches.legacy, run_eagerly=False)
-    port_history = _port_run(port, batches.port, _keras_matched)
-    control_history = _port_run(control, batches.port, _torch_default_nadam)
-    result = TrainingParity(steps_run=steps, learning_rate=PARITY_LEARNING_RATE, tolerance=TRAINING_TOLERANCE,
-                            batch_size=batch_size, batch_indices=batches.indices,
-                            ragged_batches_skipped=batches.ragged_skipped, batches_identical=batches.identical)
-    for step in range(steps):
+    graph = _legacy_run(trainer, batches.legacy, run_eagerly=False)
+    settings = {"steps": steps, "batch_size": batch_size, "seed": seed, "learning_rate": PARITY_LEARNING_RATE,
+                "batch_indices": batches.indices, "ragged_batches_skipped": batches.ragged_skipped}
+    return LegacyTraining(settings, [_legacy_arrays(x, y) for x, y in batches.legacy], eager, graph), weights
+
+
+def port_pipeline_batches(model_dir: Path, config: QaracConfig, indices: list[int], batch_size: int, seed: int,
+                          data_dir: Path = DEFAULT_DATA_DIR) -> list[Any]:
+    """Batches `indices` of epoch 0 of the original's pipeline, as the port's legacy data preset builds them."""
+    data_config = dataclasses.replace(DataConfig().legacy(), batch_size=batch_size)
+    port = CorpusBatches.from_directory(data_dir, tokenizer_for(model_dir, config), data_config,
+                                        max_length=config.max_tokens, seed=seed)
+    wanted = set(indices)
+    built = {index: port.build(rows, index) for index, rows in enumerate(port.plan(0)) if index in wanted}
+    return [built[index] for index in indices]
+
+
+def check_training(run: Any) -> TrainingParity:
+    """The port side of training parity against a recorded legacy run (`parity.record.LegacyRun`):
+    the same K batches built by the port's own pipeline, K steps from the recorded weights."""
+    recorded = run.training
+    settings = recorded.settings
+    config = _dropout_free(QaracConfig(base=run.meta["model_config"]).legacy())
+    model_dir = Path(run.meta.get("model_files") or run.meta["model"])
+    batches = port_pipeline_batches(model_dir, config, settings["batch_indices"], settings["batch_size"],
+                                    settings["seed"])
+    identical = all(_same_batch(batch, arrays) for batch, arrays in zip(batches, recorded.batches))
+    state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
+    port, control = QaracTrainerModel(config), QaracTrainerModel(config)
+    port.load_state_dict(state)
+    control.load_state_dict(state)
+    port_history = _port_run(port, batches, _keras_matched)
+    control_history = _port_run(control, batches, _torch_default_nadam)
+    result = TrainingParity(steps_run=settings["steps"], learning_rate=settings["learning_rate"],
+                            tolerance=TRAINING_TOLERANCE, batch_size=settings["batch_size"],
+                            batch_indices=list(settings["batch_indices"]),
+                            ragged_batches_skipped=list(settings["ragged_batches_skipped"]), batches_identical=identical)
+    for step, (legacy, pytorch) in enumerate(zip(recorded.eager, port_history)):
         result.steps.append({
-            "step": step + 1,
-            "legacy": legacy_eager[step],
-            "pytorch": port_history[step],
-            "abs_diff": {key: abs(legacy_eager[step][key] - port_history[step][key]) for key in ("total", *OBJECTIVES)},
-            "legacy_graph_fit": legacy_graph[step],
-            "pytorch_torch_default_nadam": control_history[step],
+            "step": step + 1, "legacy": legacy, "pytorch": pytorch,
+            "abs_diff": {key: abs(legacy[key] - pytorch[key]) for key in ("total", *OBJECTIVES)},
+            "legacy_graph_fit": recorded.graph[step], "pytorch_torch_default_nadam": control_history[step],
         })
-    result.max_abs_diff = _max_diff(legacy_eager, port_history)
-    result.legacy_graph_fit_max_abs_diff = _max_diff(legacy_graph, port_history)
-    result.control_torch_default_nadam_max_abs_diff = _max_diff(legacy_eager, control_history)
+    result.max_abs_diff = _max_diff(recorded.eager, port_history)
+    result.legacy_graph_fit_max_abs_diff = _max_diff(recorded.graph, port_history)
+    result.control_torch_default_nadam_max_abs_diff = _max_diff(recorded.eager, control_history)
     result.passed = result.batches_identical and result.max_abs_diff <= TRAINING_TOLERANCE
     return result
+
+
+def training_parity(model_dir: Path, steps: int = 5, batch_size: int = 4, seed: int = 0) -> TrainingParity:
+    """Run K steps on each side on the original's batches and compare the per-step losses (live).
+
+    Args:
+        batch_size: of the original's pipeline (32 in the original; smaller keeps the check fast).
+        seed: the heads' initialisation and the pipeline's shuffles.
+    """
+    from types import SimpleNamespace
+
+    training, weights = record_legacy_training(model_dir, steps, batch_size, seed)
+    config = QaracConfig.from_roberta_config(read_roberta_config(model_dir))
+    run = SimpleNamespace(training=training, weights=weights, meta={"model_config": dict(config.base),
+                                                                   "model": str(model_dir)})
+    return check_training(run)

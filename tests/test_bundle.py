@@ -16,13 +16,13 @@ VOCABULARY = {"<s>": 0, "<pad>": 1, "</s>": 2, "a": 3}
 
 
 def small_bundle(tmp_path) -> Bundle:
-    weights = tmp_path / "weights-src"
+    weights = tmp_path / "model-src"
     weights.mkdir(exist_ok=True)
     (weights / "config.json").write_text(json.dumps({"model_type": "roberta", "hidden_size": 32}))
     bundle = Bundle(results={"census": {"tf/graph": {"missing": ["x", "y"]}}},
                     meta={"model_config": {"hidden_size": 32, "vocab_size": 99},
                           "vocabulary_sha256": vocabulary_sha256(VOCABULARY), "seeds": {"batch": 0}},
-                    weights_dir=weights)
+                    model_dir=weights)
     rng = np.random.default_rng(0)
     bundle.add("inputs/padded/question/input_ids", rng.integers(0, 99, (2, 7)), "token ids (B, T)")
     bundle.add("legacy/padded/output/encode_decode", rng.normal(size=(2, 7, 99)).astype(np.float32), "logits (B, T, V)")
@@ -50,7 +50,7 @@ def test_round_trip_is_exact(tmp_path):
     assert loaded.descriptions == original.descriptions
     assert loaded.results == original.results
     assert loaded.meta == original.meta
-    assert (loaded.weights_dir / "config.json").read_text() == (original.weights_dir / "config.json").read_text()
+    assert (loaded.model_dir / "config.json").read_text() == (original.model_dir / "config.json").read_text()
     assert loaded.group("legacy/padded/output").keys() == {"encode_decode", "consistency"}
 
 
@@ -59,7 +59,7 @@ def test_manifest_lists_every_file_with_its_hash_and_every_array(tmp_path):
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
     assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["files"] == {ARRAYS_NAME: sha256_of(directory / ARRAYS_NAME),
-                                 "weights/config.json": sha256_of(directory / "weights" / "config.json")}
+                                 "model/config.json": sha256_of(directory / "model" / "config.json")}
     assert manifest["arrays"]["legacy/padded/output/encode_decode"] == {
         "shape": [2, 7, 99], "dtype": "float32", "description": "logits (B, T, V)"}
     mode = (directory / ARRAYS_NAME).stat().st_mode
@@ -76,18 +76,18 @@ def test_an_existing_bundle_is_kept_unless_overwrite(tmp_path):
     write_bundle(changed, directory, overwrite=True)
     assert sha256_of(directory / ARRAYS_NAME) != before
     assert read_bundle(directory).arrays["legacy/padded/output/consistency"].tolist() == [0.5, 0.5]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "weights-src"]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model-src"]  # no staging left
 
 
 def test_a_failed_write_leaves_the_earlier_bundle_intact(tmp_path):
     directory = written(tmp_path)
     before = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
     broken = small_bundle(tmp_path)
-    broken.weights_dir = tmp_path / "no-such-weights"
+    broken.model_dir = tmp_path / "no-such-weights"
     with pytest.raises(FileNotFoundError):
         write_bundle(broken, directory, overwrite=True)
     assert {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "weights-src"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model-src"]
 
 
 def test_another_schema_version_is_refused(tmp_path):
@@ -99,19 +99,19 @@ def test_another_schema_version_is_refused(tmp_path):
 
 def test_an_edited_file_is_refused_naming_it(tmp_path):
     directory = written(tmp_path)
-    (directory / "weights" / "config.json").write_text("{}")
-    with pytest.raises(BundleError, match=r"weights/config.json was changed after recording"):
+    (directory / "model" / "config.json").write_text("{}")
+    with pytest.raises(BundleError, match=r"model/config.json was changed after recording"):
         read_bundle(directory)
 
 
 def test_a_removed_file_and_an_added_file_are_refused(tmp_path):
     directory = written(tmp_path)
-    (directory / "weights" / "extra.bin").write_bytes(b"x")
-    with pytest.raises(BundleError, match=r"does not list: \['weights/extra.bin'\]"):
+    (directory / "model" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BundleError, match=r"does not list: \['model/extra.bin'\]"):
         read_bundle(directory)
-    (directory / "weights" / "extra.bin").unlink()
-    (directory / "weights" / "config.json").unlink()
-    with pytest.raises(BundleError, match="lacks weights/config.json"):
+    (directory / "model" / "extra.bin").unlink()
+    (directory / "model" / "config.json").unlink()
+    with pytest.raises(BundleError, match="lacks model/config.json"):
         read_bundle(directory)
 
 
@@ -163,3 +163,17 @@ def test_a_bundle_of_another_model_or_vocabulary_is_refused(tmp_path):
         check_same_model(bundle, {"hidden_size": 64, "vocab_size": 99})
     with pytest.raises(BundleError, match="another vocabulary"):
         check_same_model(bundle, {"hidden_size": 32}, {**VOCABULARY, "b": 4})
+
+
+def test_identical_arrays_are_stored_once(tmp_path):
+    bundle = small_bundle(tmp_path)
+    logits = bundle.arrays["legacy/padded/output/encode_decode"]
+    bundle.add("legacy/padded/stage_out/LM head", logits.copy(), "the LM head's output: the logits again")
+    bundle.add("legacy/padded/stage_out/other", logits[:1].copy(), "same bytes' prefix, another shape")
+    directory = write_bundle(bundle, tmp_path / "bundle")
+    stored = safetensors.numpy.load_file(str(directory / ARRAYS_NAME))
+    assert "legacy/padded/stage_out/LM head" not in stored and "legacy/padded/stage_out/other" in stored
+    loaded = read_bundle(directory)
+    assert np.array_equal(loaded.arrays["legacy/padded/stage_out/LM head"], logits)
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    assert manifest["arrays"]["legacy/padded/stage_out/LM head"]["same_as"] == "legacy/padded/output/encode_decode"
