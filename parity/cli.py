@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, load_safetensors, read_roberta_config
+from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, read_roberta_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -34,9 +34,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def check_model_dir(model_dir: Path) -> None:
-    """Fail fast, with one line, on a directory the harness cannot use."""
-    read_roberta_config(model_dir)
-    load_safetensors(model_dir / WEIGHTS_NAME)
+    """Fail fast, with one line, on a directory the harness cannot use: no safetensors
+    weights, or weights that are not exactly the base's (both sides are built with the pooler)."""
+    from qarac.base_weights import check_base_weights
+
+    config = read_roberta_config(model_dir)
+    if not (model_dir / WEIGHTS_NAME).is_file():
+        pickled = sorted(p.name for p in model_dir.glob("*.bin"))
+        hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
+        raise CheckpointError(f"{model_dir} has no {WEIGHTS_NAME}{hint}")
+    check_base_weights(model_dir, config, pooler=True)
 
 
 def default_tolerance(model_dir: Path) -> float:

@@ -147,7 +147,8 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
 
     Raises:
         CheckpointError: missing directory, not a RoBERTa config, no safetensors
-            weights (pickled `.bin` files are refused), or corrupt weights.
+            weights (pickled `.bin` files are refused), corrupt weights, or
+            missing, unexpected or wrong-shaped tensors (`qarac.base_weights`).
     """
     directory = Path(directory)
     roberta_config = read_roberta_config(directory)
@@ -156,8 +157,11 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
         pickled = sorted(p.name for p in directory.glob("*.bin"))
         hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
         raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}{hint}")
-    load_safetensors(weights)  # a clear error for a corrupt file, before transformers sees it
     keep_pooler = True if config is None else config.keep_pooler
+    from qarac.base_weights import check_base_weights
+
+    # transformers would fill a missing tensor randomly and only warn: refuse it first.
+    check_base_weights(directory, roberta_config, pooler=keep_pooler)
     options: dict[str, Any] = {"is_decoder": is_decoder, "add_cross_attention": False}
     if config is not None:
         options["attn_implementation"] = config.attn_implementation
