@@ -12,42 +12,65 @@ from pathlib import Path
 from typing import Sequence
 
 EXIT_USAGE = 2
+# The shell's status for a command ended by SIGINT (128 + 2), also used after SIGTERM.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """Bad input, reported as one line and exit status 2."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to each option's help, where X is a value (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        no_value = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_value or "%(default)" in help_text:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
 def _add_train(subparsers) -> None:
+    from qarac.data import CORPUS_COLUMNS
     from qarac.train import TrainConfig
 
     defaults = TrainConfig(output_dir="")
-    parser = subparsers.add_parser("train", help="train QaracTrainerModel on the four corpora")
+    csv_files = ", ".join(f"{name}.csv" for name in CORPUS_COLUMNS)
+    parser = subparsers.add_parser("train", help="train QaracTrainerModel on the four corpora",
+                                   formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--output", required=True, help="directory for checkpoints, loss history and plot")
     parser.add_argument("--model", help="local HF RoBERTa directory (default: the embedded tiny model)")
     parser.add_argument("--tokenizer", help="local HF RoBERTa tokenizer directory (default: the model's, "
                                             "else the embedded one)")
-    parser.add_argument("--data", default=defaults.data_dir, help="directory of the four corpus CSVs")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--data", default=defaults.data_dir, help=f"directory holding {csv_files}")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the data")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all (overrides --epochs)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per process")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="heads, data order and dropout")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
-    parser.add_argument("--decay-steps", type=int, default=defaults.decay_steps)
-    parser.add_argument("--decay-rate", type=float, default=defaults.decay_rate)
-    parser.add_argument("--staircase", action="store_true")
-    parser.add_argument("--beta1", type=float, default=defaults.beta1)
-    parser.add_argument("--beta2", type=float, default=defaults.beta2)
-    parser.add_argument("--epsilon", type=float, default=defaults.epsilon)
+    parser.add_argument("--decay-steps", type=int, default=defaults.decay_steps,
+                        help="ExponentialDecay steps: the rate is lr * decay_rate ** (step / decay_steps)")
+    parser.add_argument("--decay-rate", type=float, default=defaults.decay_rate, help="ExponentialDecay rate")
+    parser.add_argument("--staircase", action="store_true", help="floor the decay exponent")
+    parser.add_argument("--beta1", type=float, default=defaults.beta1, help="Nadam beta_1")
+    parser.add_argument("--beta2", type=float, default=defaults.beta2, help="Nadam beta_2")
+    parser.add_argument("--epsilon", type=float, default=defaults.epsilon, help="Nadam epsilon (Keras' default)")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                         help="steps between checkpoints (0: only at the end)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+                        help="newest checkpoints kept (older ones are the fallback for a corrupt newest)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device, help="where to train")
     parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     parser.add_argument("--legacy", action="store_true", help="every compatibility option as the legacy had it")
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
-    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/latest")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--max-length", type=int, default=defaults.max_length,
+                        help="longest token sequence of any field")
+    parser.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in OUTPUT from OUTPUT/latest, with the run's settings")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_encode(subparsers) -> None:
@@ -71,8 +94,18 @@ def _add_generate(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qarac-port")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qarac", description="Train and use QARAC (PyTorch).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_encode(subparsers)
@@ -90,10 +123,15 @@ def run_train(args: argparse.Namespace) -> None:
                          beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
                          checkpoint_every=args.checkpoint_every, device=args.device, bf16=not args.no_bf16,
                          legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
-                         resume=args.resume, progress=not args.no_progress)
+                         resume=args.resume, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
+                         progress=not args.no_progress)
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the pooler dropped by the fixed config is expected, not news
+    logging.basicConfig(format="qarac train: %(message)s")  # "resuming from ..." on stderr
+    logging.getLogger("qarac.train").setLevel(logging.INFO)
     state = train(config).state
     if state.history:
         last = state.history[-1]
@@ -153,9 +191,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from qarac.checkpoint import CheckpointError
     from qarac.data import DataError
 
+    from qarac.train import TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except TrainingInterrupted as stop:
+        print(f"qarac {args.command}: {stop}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except (UsageError, CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         message = " ".join(str(error).split())  # one line
         print(f"qarac {args.command}: error: {message}", file=sys.stderr)
