@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -32,22 +32,70 @@ def load_for_inference(checkpoint: str | os.PathLike, device: str = "cpu"):
     return model, tokenizer
 
 
+# <s>, one token and </s>: a shorter limit cannot hold a text.
+MIN_MAX_LENGTH = 3
+
+
+def check_max_length(max_length: int, model: QaracTrainerModel) -> None:
+    """Raises ValueError unless 3 <= max_length <= the model's positions."""
+    if not MIN_MAX_LENGTH <= max_length <= model.config.max_tokens:
+        raise ValueError(f"max_length {max_length} is outside [{MIN_MAX_LENGTH}, {model.config.max_tokens}]: "
+                         f"at least <s> token </s>, at most the model's {model.config.max_tokens} positions")
+
+
+def _as_text_list(texts: str | Iterable[str]) -> list[str]:
+    """A bare string is one text (iterating it would give one text per character)."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {index} is a {type(text).__name__}, not a str")
+    return texts
+
+
 @torch.no_grad()
-def encode(model: QaracTrainerModel, tokenizer, texts: Sequence[str], question: bool = False,
-           max_length: int = 128) -> np.ndarray:
+def encode(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
+           max_length: int = 128, batch_size: int = 64) -> np.ndarray:
     """Texts -> (N, H) float32 vectors, by the answer encoder or, with `question`, the question encoder.
 
+    Args:
+        texts: one text (a str) or N texts.
+        max_length: most tokens per text, <s> and </s> included (longer texts are truncated).
+        batch_size: texts per forward pass; memory grows with it, not with N.
+
     Raises:
-        ValueError: no texts.
+        ValueError: no texts, a max_length outside [3, positions], or batch_size < 1.
+        TypeError: an item that is not a str.
     """
+    batches = list(encode_batches(model, tokenizer, texts, question, max_length, batch_size))
+    return np.concatenate(batches)
+
+
+def encode_batches(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
+                   max_length: int = 128, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """`encode` one batch at a time: (B, H) float32 arrays, B <= batch_size, in order.
+
+    Raises:
+        The errors of `encode`, before the first batch.
+    """
+    texts = _as_text_list(texts)
     if not texts:
         raise ValueError("no texts to encode; give texts as arguments or --file")
-    max_length = min(max_length, model.config.max_tokens)
-    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    check_max_length(max_length, model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return _encode_chunks(model, tokenizer, texts, question, max_length, batch_size)
+
+
+@torch.no_grad()
+def _encode_chunks(model, tokenizer, texts: list[str], question: bool, max_length: int,
+                   batch_size: int) -> Iterator[np.ndarray]:
     device = next(model.parameters()).device
     encoder = model.question_encoder if question else model.answer_encoder
-    vectors = encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (N, H)
-    return vectors.float().cpu().numpy()
+    for start in range(0, len(texts), batch_size):
+        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
+                           max_length=max_length, return_tensors="pt")
+        vectors = encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, H)
+        yield vectors.float().cpu().numpy()
 
 
 @torch.no_grad()
