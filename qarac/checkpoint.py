@@ -37,13 +37,24 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing, of the wrong kind, or corrupt."""
 
 
+def default_file_mode() -> int:
+    """0666 less the umask: the mode `open()` gives a new file (`mkstemp` gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
+
+    The file gets the user's normal permissions, as if written in place.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -405,7 +405,8 @@ def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optim
         for rank, (rng_tensors, rng_scalars) in enumerate(rng_states):
             tensors.update({f"rank{rank}.{name}": value for name, value in rng_tensors.items()})
             rng_json.append(rng_scalars)
-        safetensors.torch.save_file(tensors, str(staging / STATE_TENSORS))
+        # Through atomic_write for its permissions: safetensors creates files 0600.
+        atomic_write(staging / STATE_TENSORS, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
         scheduler_state = scheduler.state_dict()  # lr_lambdas is [None]: functions are not saved
         payload = {"format_version": STATE_FORMAT_VERSION, "step": state.step, "epoch": state.epoch,
                    "position": state.position, "world_size": len(rng_states), "optimizer": optimizer_json,

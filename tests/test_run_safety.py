@@ -200,3 +200,16 @@ def test_resume_may_change_the_safe_settings(tmp_path):
 def test_bad_training_settings_are_refused(setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         TrainConfig(output_dir="x", **setting)
+
+
+# --- permissions --------------------------------------------------------------------------------
+
+def test_run_files_get_the_users_normal_permissions(tmp_path):
+    """mkstemp/mkdtemp made them 0600 files and 0700 directories, unlike the tokenizer files."""
+    umask = os.umask(0o022)
+    try:
+        train(tiny_train_config(tmp_path, max_steps=1))
+    finally:
+        os.umask(umask)
+    modes = {str(path.relative_to(tmp_path)): path.stat().st_mode & 0o777 for path in tmp_path.rglob("*")}
+    assert {name: mode for name, mode in modes.items() if mode != (0o755 if (tmp_path / name).is_dir() else 0o644)} == {}
