@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 EXIT_USAGE = 2
 # The shell's status for a command ended by SIGINT (128 + 2), also used after SIGTERM.
@@ -74,18 +74,22 @@ def _add_train(subparsers) -> None:
 
 
 def _add_encode(subparsers) -> None:
-    parser = subparsers.add_parser("encode", help="texts -> vectors (.npy)")
+    parser = subparsers.add_parser("encode", help="texts -> vectors (.npy)", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
     parser.add_argument("texts", nargs="*", help="texts to encode")
     parser.add_argument("--file", help="a text file, one text per line")
-    parser.add_argument("--output", required=True, help="where to write the (N, H) float32 .npy")
+    parser.add_argument("--output", required=True,
+                        help="where to write the (N, H) float32 array (.npy is appended if missing)")
     parser.add_argument("--question", action="store_true", help="use the question encoder")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128, help="most tokens per text, <s> and </s> included")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="texts per forward pass; memory grows with it, not with the number of texts")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
 def _add_generate(subparsers) -> None:
-    parser = subparsers.add_parser("generate", help="a vector (.npy) or a text -> decoded text")
+    parser = subparsers.add_parser("generate", help="a vector (.npy) or a text -> decoded text",
+                                   formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--vector", help="a .npy of shape (H,) or (N, H)")
@@ -138,29 +142,68 @@ def run_train(args: argparse.Namespace) -> None:
         print(f"step {state.step}: total loss {last['total']:.4f}; checkpoint in {args.output}")
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    texts = list(args.texts)
-    if args.file:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(f"text file {path} does not exist")
-        try:
-            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as error:
-            raise UsageError(f"{path} is not UTF-8 text: {error}") from None
-    return texts
+def _file_lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a UTF-8 text file, read lazily."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not UTF-8 text: {error}") from None
+
+
+def _text_source(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[str]]]:
+    """(number of texts, a function giving them afresh): the arguments, then the file's lines.
+
+    The file is read twice (counting, then encoding) so that it is never held in memory.
+    """
+    path = Path(args.file) if args.file else None
+    if path is not None and not path.is_file():
+        raise UsageError(f"text file {path} does not exist")
+    count = len(args.texts) + (sum(1 for _ in _file_lines(path)) if path is not None else 0)
+
+    def texts() -> Iterator[str]:
+        yield from args.texts
+        if path is not None:
+            yield from _file_lines(path)
+
+    return count, texts
+
+
+def npy_path(output: str) -> Path:
+    """`np.save`'s naming: `.npy` is appended unless the name has it."""
+    return Path(output if output.endswith(".npy") else f"{output}.npy")
 
 
 def run_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from qarac.inference import encode, load_for_inference
+    from qarac.checkpoint import atomic_write
+    from qarac.inference import check_max_length, encode_batches, load_for_inference
 
-    texts = _read_texts(args)
+    count, texts = _text_source(args)
+    if count == 0:
+        raise UsageError("no texts to encode; give texts as arguments or --file")
+    output = npy_path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise UsageError(f"--output {output}: not a file in an existing directory")
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
-    vectors = encode(model, tokenizer, texts, question=args.question, max_length=args.max_length)
-    np.save(args.output, vectors)
-    print(f"{vectors.shape[0]} vectors of size {vectors.shape[1]} written to {args.output}")
+    check_max_length(args.max_length, model)
+    hidden = model.config.hidden_size
+
+    def write(tmp: Path) -> None:
+        # Filled batch by batch on disk: memory holds one batch of vectors, never all N.
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, hidden))
+        start = 0
+        for vectors in encode_batches(model, tokenizer, texts(), args.question, args.max_length, args.batch_size):
+            array[start:start + len(vectors)] = vectors
+            start += len(vectors)
+        array.flush()
+        del array
+
+    atomic_write(output, write)
+    print(f"{count} vectors of size {hidden} written to {output}")
 
 
 def run_generate(args: argparse.Namespace) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -43,15 +44,6 @@ def check_max_length(max_length: int, model: QaracTrainerModel) -> None:
                          f"at least <s> token </s>, at most the model's {model.config.max_tokens} positions")
 
 
-def _as_text_list(texts: str | Iterable[str]) -> list[str]:
-    """A bare string is one text (iterating it would give one text per character)."""
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    for index, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {index} is a {type(text).__name__}, not a str")
-    return texts
-
-
 @torch.no_grad()
 def encode(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
            max_length: int = 128, batch_size: int = 64) -> np.ndarray:
@@ -60,41 +52,48 @@ def encode(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], ques
     Args:
         texts: one text (a str) or N texts.
         max_length: most tokens per text, <s> and </s> included (longer texts are truncated).
-        batch_size: texts per forward pass; memory grows with it, not with N.
+        batch_size: texts per forward pass.
 
     Raises:
         ValueError: no texts, a max_length outside [3, positions], or batch_size < 1.
         TypeError: an item that is not a str.
     """
     batches = list(encode_batches(model, tokenizer, texts, question, max_length, batch_size))
+    if not batches:
+        raise ValueError("no texts to encode; give texts as arguments or --file")
     return np.concatenate(batches)
 
 
 def encode_batches(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
                    max_length: int = 128, batch_size: int = 64) -> Iterator[np.ndarray]:
-    """`encode` one batch at a time: (B, H) float32 arrays, B <= batch_size, in order.
+    """`encode` one batch at a time, reading `texts` lazily: (B, H) float32 arrays,
+    B <= batch_size, in order. Memory grows with the batch, not with the number of texts.
 
     Raises:
-        The errors of `encode`, before the first batch.
+        ValueError: (at once) a max_length outside [3, positions], or batch_size < 1.
+        TypeError: (when its batch is reached) an item that is not a str.
     """
-    texts = _as_text_list(texts)
-    if not texts:
-        raise ValueError("no texts to encode; give texts as arguments or --file")
     check_max_length(max_length, model)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return _encode_chunks(model, tokenizer, texts, question, max_length, batch_size)
+    # A bare string is one text (iterating it would give one text per character).
+    return _encode_chunks(model, tokenizer, iter([texts] if isinstance(texts, str) else texts), question,
+                          max_length, batch_size)
 
 
 @torch.no_grad()
-def _encode_chunks(model, tokenizer, texts: list[str], question: bool, max_length: int,
+def _encode_chunks(model, tokenizer, texts: Iterator[str], question: bool, max_length: int,
                    batch_size: int) -> Iterator[np.ndarray]:
     device = next(model.parameters()).device
     encoder = model.question_encoder if question else model.answer_encoder
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                           max_length=max_length, return_tensors="pt")
+    done = 0
+    while chunk := list(itertools.islice(texts, batch_size)):
+        for index, text in enumerate(chunk, start=done):
+            if not isinstance(text, str):
+                raise TypeError(f"text {index} is a {type(text).__name__}, not a str")
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         vectors = encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, H)
+        done += len(chunk)
         yield vectors.float().cpu().numpy()
 
 

@@ -124,3 +124,28 @@ def test_version_and_train_help_give_defaults(capsys):
                      "all_text.csv, question_answering.csv, reasoning.csv, consistency.csv",
                      "--keep-checkpoints KEEP_CHECKPOINTS", "--overwrite"):
         assert fragment in help_text, fragment
+
+
+def test_encode_names_the_file_it_wrote_and_batches_agree(trained, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"Sentence number {i} is here.\n" for i in range(7)), encoding="utf-8")
+    main(["encode", str(trained), "--file", str(texts), "--output", str(tmp_path / "x"), "--batch-size", "3"])
+    assert capsys.readouterr().out.strip().endswith(f"written to {tmp_path / 'x.npy'}")
+    main(["encode", str(trained), "--file", str(texts), "--output", str(tmp_path / "y.npy")])
+    batched, whole = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    assert batched.shape == (7, 32)
+    np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-6)  # padding to another length moves ~1e-7
+
+
+@pytest.mark.parametrize("max_length", ["-5", "0", "2", "1000"])
+def test_encode_bad_max_length_is_one_line(trained, tmp_path, capsys, max_length):
+    _fails_with(capsys, ["encode", str(trained), "hi", "--output", str(tmp_path / "v"), "--max-length", max_length],
+                f"max_length {max_length} is outside [3, 128]")
+
+
+def test_generate_takes_a_float64_vector_file(trained, tmp_path, capsys):
+    main(["encode", str(trained), "Socrates is a man.", "--output", str(tmp_path / "v.npy")])
+    np.save(tmp_path / "v64.npy", np.load(tmp_path / "v.npy").astype(np.float64)[0])  # (H,) float64
+    capsys.readouterr()
+    main(["generate", str(trained), "--vector", str(tmp_path / "v64.npy"), "--max-length", "6"])
+    assert len(capsys.readouterr().out.splitlines()) == 1
