@@ -89,3 +89,27 @@ def test_quiet_run_prints_one_line_and_no_tensorflow_log(tmp_path, tiny_model_di
     for noise in ("cuInit", "absl", "oneDNN", "cudart"):
         assert noise not in result.stderr, result.stderr[-3000:]
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
+
+
+def markdown_report() -> ParityReport:
+    """A report with the fields the Markdown reads: seven parameters missing a gradient in tf/fit."""
+    missing = [f"decoder.base.encoder.layer.{i}.output.dense.weight" for i in range(7)]
+    weights = {"mapped": 119, "tf_only": [], "pt_only": [], "mismatched": [], "shared": [],
+               "tied": {f"lm_head.{i}": "word_embeddings" for i in range(5)}, "round_trip_bit_exact": True}
+    gradients = {"tf/fit": {"missing": missing, "zero": [], "nonfinite": [],
+                            "causes": {name: "dead parameter: never used" for name in missing}}}
+    return ParityReport(model="tiny", versions={"python": "3.11"}, weights=weights, gradients=gradients,
+                        checks={"forward": True}, passed=True, timings_s={"total": 1.5})
+
+
+def test_markdown_explains_its_terms_and_cuts_no_list():
+    from parity.report import report_markdown
+
+    text = report_markdown(markdown_report())
+    terms = text.split("## Terms", 1)[1].split("\n## ", 1)[0]
+    for term in ("legacy preset", "tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default", "six variables"):
+        assert term in terms, term
+    assert "(+" not in text
+    assert all(f"layer.{i}.output" in text.split("## Gradient flow")[1] for i in range(7))
+    summary = text.split("## Summary\n", 1)[1].strip().splitlines()
+    assert summary[0] == "| quantity | value |" and summary[1] == "|---|---|"
