@@ -53,3 +53,10 @@ def test_generate_refuses_non_finite_vectors_in_one_line(model_and_tokenizer):
     vectors[1, 4] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         generate(model, tokenizer, vectors, 6)
+
+
+def test_decoder_generate_casts_a_float64_vector(model_and_tokenizer):
+    """It failed inside the head: "mat1 and mat2 must have the same dtype, but got Double and Float"."""
+    model, tokenizer = model_and_tokenizer
+    vectors = torch.from_numpy(encode(model, tokenizer, ["All men are mortal."]))
+    torch.testing.assert_close(model.decoder.generate(vectors.double(), 6), model.decoder.generate(vectors, 6))
