@@ -15,11 +15,15 @@ A checkpoint directory `output/checkpoint-STEP/` holds:
                                            optimizer groups, scheduler, RNG scalars,
                                            the TrainConfig and the loss history
 
-It is assembled in a hidden directory beside it and renamed into place, then
+It is assembled in a hidden directory beside it and renamed to a name no
+directory has (a step saved again gets `checkpoint-STEP-K`), then
 `output/latest` (the name of the newest checkpoint) is replaced atomically, and
-only then are older checkpoints removed: a crash at any point leaves a complete
-checkpoint that `latest` names. Nothing is pickled; resuming reads safetensors
-and JSON only.
+only then are checkpoints past `keep_checkpoints` removed: a kill at any point
+leaves a complete checkpoint that `latest` names (`save_checkpoint`). What
+interrupted saves leave is removed at the next start (`remove_stale`). A
+directory holding a run is continued only with `resume` (same settings,
+`changed_settings`) and replaced only with `overwrite`. Nothing is pickled;
+resuming reads safetensors and JSON only.
 """
 
 from __future__ import annotations
