@@ -113,3 +113,15 @@ def test_markdown_explains_its_terms_and_cuts_no_list():
     assert all(f"layer.{i}.output" in text.split("## Gradient flow")[1] for i in range(7))
     summary = text.split("## Summary\n", 1)[1].strip().splitlines()
     assert summary[0] == "| quantity | value |" and summary[1] == "|---|---|"
+
+
+def test_bin_only_directory_gets_the_conversion_hint(no_harness, tmp_path, tiny_model_dir, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", model / "config.json")
+    (model / "pytorch_model.bin").write_bytes(b"pickled")
+    assert main(["--model", str(model)]) == 2
+    line = _error_line(capsys)
+    assert "pytorch_model.bin" in line and "convert them to safetensors" in line
