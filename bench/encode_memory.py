@@ -79,8 +79,13 @@ def main() -> None:
                       f"{row['peak_rss_mib']:7.0f} MiB, {row['seconds']:6.1f} s", flush=True)
                 rows.append(row)
     RESULTS_DIR.mkdir(exist_ok=True)
-    payload = {"command": " ".join(sys.argv), "machine": machine(), "results": rows}
-    (RESULTS_DIR / "encode_memory.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    path = RESULTS_DIR / "encode_memory.json"
+    # One entry per run; a new run of the same models replaces the old one (the models' runs
+    # take very different times, so they are run apart).
+    runs = json.loads(path.read_text(encoding="utf-8"))["runs"] if path.is_file() else []
+    runs = [run for run in runs if run["models"] != args.models]
+    runs.append({"models": args.models, "command": " ".join(sys.argv), "machine": machine(), "results": rows})
+    path.write_text(json.dumps({"runs": runs}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":
