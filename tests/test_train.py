@@ -196,3 +196,17 @@ def test_signal_saves_a_checkpoint_then_exits_with_one_line(tmp_path, stop):
     assert resume.returncode == 0, resume.stderr[-2000:]
     train(tiny_train_config(tmp_path / "whole", max_steps=steps))
     assert_bit_equal(saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "stopped"))
+
+
+def test_training_loop_skips_the_value_checks(tmp_path, monkeypatch):
+    """Issue 13: the loop ran the per-call value checks (a host sync per step on a GPU);
+    its batches come from qarac.data, whose ids check_tokenizer_fits already bounded."""
+    import qarac.validation as validation
+
+    def host_sync(*args, **kwargs):
+        raise AssertionError("a value check ran inside the training loop")
+
+    monkeypatch.setattr(validation, "_check_vocabulary", host_sync)
+    monkeypatch.setattr(validation, "_check_mask_values", host_sync, raising=False)  # new in issue 13
+    assert train(tiny_train_config(tmp_path, max_steps=2)).state.step == 2
+    assert validation.value_checks_enabled()  # switched back on after the loop
