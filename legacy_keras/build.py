@@ -74,7 +74,8 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
 
     Raises:
         FileNotFoundError: missing directory, config or weights.
-        ValueError: not RoBERTa, or weights that cannot be read.
+        ValueError: not RoBERTa, weights that cannot be read, or missing,
+            unexpected or wrong-shaped tensors in model.safetensors.
     """
     model_dir = Path(model_dir)
     config = read_config(model_dir)
@@ -91,6 +92,11 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
             f"{model_dir} has no weights: expected one of {list(TF_WEIGHTS + PT_WEIGHTS)}"
         )
     weights = tf_weights[0] if tf_weights else pt_weights[0]
+    if not tf_weights:
+        from qarac.base_weights import check_base_weights
+
+        # from_pt would initialise a missing tensor randomly and only warn: refuse it first.
+        check_base_weights(model_dir, config, pooler=True)
     try:
         return TFRobertaModel.from_pretrained(model_dir, config=config, from_pt=not tf_weights)
     except Exception as error:  # safetensors, h5py and torch raise their own types

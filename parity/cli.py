@@ -1,5 +1,9 @@
 """`qarac-parity`: prove, number by number, that the PyTorch QARAC computes what the legacy Keras QARAC computes.
 
+    qarac-parity [--model DIR] [report flags]        live: record the legacy in memory, then check
+    qarac-parity record [--model DIR] --out BUNDLE    run the legacy once, write a reference bundle
+    qarac-parity check BUNDLE [report flags]          check the port against a bundle, without TensorFlow
+
 Exit status: 0 when every parity check passes (the legacy's known missing
 gradients are findings, not failures), 1 when a check fails, 2 on bad input.
 """
@@ -7,90 +11,324 @@ gradients are findings, not failures), 1 when a check fails, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Iterator
 
 from rich.console import Console
 
-from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, load_safetensors, read_roberta_config
+from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, read_roberta_config
+
+# The report files, each written on its own.
+OUTPUT_FLAGS = ("json", "markdown", "plot")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="qarac-parity", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None,
-                        help="local HF RoBERTa directory (default: the embedded tiny RoBERTa)")
+def _add_report_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report as Markdown here")
     parser.add_argument("--plot", type=Path, default=None,
-                        help="write the gradient-flow plot (PNG) here, and the per-stage error plot beside it (*_stages.png)")
+                        help="write the gradient-flow plot (PNG) here, and the per-stage error plot beside it "
+                             "(*_stages.png)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="fixed absolute forward tolerance, overriding the default verdict "
                              "(each value within parity.noise.FLOOR_BOUND times its measured noise floor)")
+    parser.add_argument("--quiet", action="store_true", help="no terminal tables, only the verdict line")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="local HF RoBERTa directory (default: the embedded tiny RoBERTa)")
     parser.add_argument("--batch-size", type=int, default=4, help="examples per objective in the compared batch")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="also compare K training steps of legacy fit and the port (0: skip)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true", help="no terminal tables, only the verdict line")
+    parser.add_argument("--seed", type=int, default=0, help="heads' initialisation, batch choice, shuffles")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's and transformers' own log lines (silenced by default)")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qarac-parity", description=__doc__.splitlines()[0],
+                                     epilog="Subcommands: `qarac-parity record --help`, `qarac-parity check --help`.")
+    _add_run_flags(parser)
+    _add_report_flags(parser)
     return parser.parse_args(argv)
 
 
+def parse_record_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qarac-parity record",
+                                     description="Run the legacy side once and write a reference bundle "
+                                                 "(needs the `legacy` extra).")
+    _add_run_flags(parser)
+    parser.add_argument("--out", type=Path, required=True, help="the bundle directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    args = parser.parse_args(argv)
+    args.tolerance, args.json, args.markdown, args.plot = None, None, None, None
+    return args
+
+
+def parse_check_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qarac-parity check",
+                                     description="Check the port against a reference bundle; imports no TensorFlow.")
+    parser.add_argument("bundle", type=Path, help="a reference bundle directory (`qarac-parity record`)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="refuse the bundle unless it was recorded for this HF RoBERTa directory's "
+                             "architecture and vocabulary")
+    parser.add_argument("--device", default="cpu", help="where the port runs: cpu (default) or cuda (TF32 off)")
+    _add_report_flags(parser)
+    args = parser.parse_args(argv)
+    args.batch_size, args.train_steps = 1, 0  # recorded in the bundle
+    return args
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Every flag checked before any work, each failure one line.
+
+    Raises:
+        ValueError: a tolerance that is not a finite number > 0, a batch size
+            < 1, training steps < 0, or a report path that cannot be written.
+    """
+    if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.train_steps < 0:
+        raise ValueError(f"--train-steps must be >= 0, got {args.train_steps}")
+    for flag in OUTPUT_FLAGS:
+        path = getattr(args, flag)
+        if path is not None:
+            check_writable(path, f"--{flag}")
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """`path` can be created or replaced: not a directory, in an existing writable directory."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; name a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: directory {parent} is not writable")
+
+
 def check_model_dir(model_dir: Path) -> None:
-    """Fail fast, with one line, on a directory the harness cannot use."""
-    read_roberta_config(model_dir)
-    load_safetensors(model_dir / WEIGHTS_NAME)
+    """Fail fast, with one line, on a directory the harness cannot use: no safetensors
+    weights, or weights that are not exactly the base's (both sides are built with the pooler)."""
+    from qarac.base_weights import check_base_weights
+
+    config = read_roberta_config(model_dir)
+    if not (model_dir / WEIGHTS_NAME).is_file():
+        pickled = sorted(p.name for p in model_dir.glob("*.bin"))
+        hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
+        raise CheckpointError(f"{model_dir} has no {WEIGHTS_NAME}{hint}")
+    check_base_weights(model_dir, config, pooler=True)
 
 
-def _quiet_library_logs() -> None:
-    """transformers' load notices and TF's retracing warnings bury the report; the
-    "Gradients do not exist" warning is captured in the fit probe's own process."""
+def silence_library_logs() -> None:
+    """TensorFlow's C++ start-up lines (among them "failed call to cuInit", harmless on a
+    CPU-only machine but worded like a failure), its Python warnings and transformers'
+    load notices bury the report. Set before TensorFlow is imported; the fit probe's side
+    process inherits the environment, and captures the "Gradients do not exist" warning
+    through its own handler."""
     import logging
 
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     import transformers
 
     transformers.logging.set_verbosity_error()
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    console = Console(stderr=True)
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 sent to /dev/null: TensorFlow's native libraries write their start-up
+    lines ("All log messages before absl::InitializeLog()", oneDNN, cuInit) there directly,
+    before TF_CPP_MIN_LOG_LEVEL is read."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
     try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def start_tensorflow_quietly() -> None:
+    """Import TensorFlow and initialise its devices with the native start-up lines silenced."""
+    with native_stderr_silenced():
+        from legacy_keras._tf import tf
+
+        tf.config.list_physical_devices()  # the device scan is where "failed call to cuInit" comes from
+
+
+def verdict_line(report) -> str:
+    """The one line every run prints, --quiet included."""
+    total = report.timings_s.get("total", float("nan"))
+    if report.passed:
+        return f"qarac-parity: PASSED, {len(report.checks)} checks, {total:.1f} s"
+    failed = [name for name, ok in report.checks.items() if not ok]
+    return f"qarac-parity: FAILED checks: {', '.join(failed)} ({total:.1f} s)"
+
+
+def write_outputs(report, args: argparse.Namespace) -> list[str]:
+    """Each requested file written on its own (atomically): one failing leaves the others.
+
+    Returns:
+        One line per file that could not be written.
+    """
+    from parity.plot import plot_gradient_flow, plot_stage_errors, stage_plot_path
+    from parity.report import write_json, write_markdown
+
+    def plots(report, path: Path) -> None:
+        plot_gradient_flow(report, path)
+        plot_stage_errors(report, stage_plot_path(path))
+
+    writers = {"json": write_json, "markdown": write_markdown, "plot": plots}
+    errors = []
+    for flag in OUTPUT_FLAGS:
+        path = getattr(args, flag)
+        if path is None:
+            continue
+        try:
+            writers[flag](report, path)
+        except OSError as error:
+            errors.append(f"qarac-parity: error: could not write --{flag} {path}: {error}")
+    return errors
+
+
+def _fail(error: BaseException) -> int:
+    message = " ".join(str(error).split())  # one line
+    print(f"qarac-parity: error: {message}", file=sys.stderr)
+    return 2
+
+
+def finish(report, args: argparse.Namespace) -> int:
+    """Print, write each requested file, print the verdict line; the exit status."""
+    from parity.report import print_report
+
+    if not args.quiet:
+        print_report(report, Console(width=None if sys.stdout.isatty() else 170))
+    errors = write_outputs(report, args)
+    print(verdict_line(report))
+    for error in errors:
+        print(error, file=sys.stderr)
+    if errors:
+        return 2
+    return 0 if report.passed else 1
+
+
+def main_record(argv: list[str]) -> int:
+    from parity.bundle import BundleError
+
+    args = parse_record_args(argv)
+    if not args.verbose:
+        silence_library_logs()
+    try:
+        check_flags(args)
+        if args.out.exists() and not args.overwrite:
+            raise BundleError(f"--out {args.out} already exists; pass --overwrite to replace it")
+        check_writable(args.out, "--out")
         if args.model is None:
             from qarac.presets import tiny_model_dir
 
             args.model = tiny_model_dir()
         check_model_dir(args.model)
-        if args.batch_size < 1 or args.train_steps < 0:
-            raise ValueError("--batch-size must be >= 1 and --train-steps >= 0")
-    except (CheckpointError, ValueError, OSError) as error:
-        print(f"qarac-parity: error: {error}", file=sys.stderr)
-        return 2
+    except (CheckpointError, BundleError, ValueError, OSError) as error:
+        return _fail(error)
+    if not args.verbose:
+        start_tensorflow_quietly()
+    from parity.record import record_legacy, write_reference
 
-    _quiet_library_logs()
+    start = time.perf_counter()
+    with Console(stderr=True).status("record") as status:
+        run = record_legacy(args.model, args.seed, args.batch_size, args.train_steps,
+                            progress=lambda stage: status.update(f"record: {stage}"))
+        write_reference(run, args.out, overwrite=args.overwrite)
+    size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
+    print(f"qarac-parity: recorded {args.out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def main_check(argv: list[str]) -> int:
+    from parity.bundle import BundleError, check_same_model, vocabulary_sha256
+
+    args = parse_check_args(argv)
+    try:
+        check_flags(args)
+        device = check_device(args.device)
+        from parity.record import read_reference
+
+        run = read_reference(args.bundle)
+        if args.model is not None:
+            from parity.bundle import read_bundle
+            from parity.inputs import tokenizer_for
+            from qarac import QaracConfig
+
+            architecture = QaracConfig.from_roberta_config(read_roberta_config(args.model))
+            tokenizer = tokenizer_for(args.model, architecture)
+            check_same_model(read_bundle(args.bundle), dict(architecture.base), tokenizer.get_vocab())
+    except (CheckpointError, BundleError, ValueError, OSError) as error:
+        return _fail(error)
+    silence_library_logs()
+    from parity.harness import check
+
+    with Console(stderr=True).status("check") as status:
+        report = check(run, tolerance=args.tolerance, device=device,
+                       progress=lambda stage: status.update(f"check: {stage}"))
+    report.model = f"{args.bundle} (recorded from {run.meta['model']})"
+    return finish(report, args)
+
+
+def check_device(name: str):
+    """The torch device for `--device`, refusing one this machine does not have."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device {name!r} is not a torch device: {error}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: torch {torch.__version__} sees no CUDA device here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be cpu or cuda, got {name}")
+    return device
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["record"]:
+        return main_record(argv[1:])
+    if argv[:1] == ["check"]:
+        return main_check(argv[1:])
+    args = parse_args(argv)
+    if not args.verbose:
+        silence_library_logs()
+    console = Console(stderr=True)
+    try:
+        check_flags(args)
+        if args.model is None:
+            from qarac.presets import tiny_model_dir
+
+            args.model = tiny_model_dir()
+        check_model_dir(args.model)
+    except (CheckpointError, ValueError, OSError) as error:
+        return _fail(error)
+
+    if not args.verbose:
+        start_tensorflow_quietly()
     from parity.harness import run_parity
-    from parity.report import print_report, write_json, write_markdown
 
     tolerance = args.tolerance  # None: judged in noise-floor units
     with console.status("parity") as status:
         report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
                             train_steps=args.train_steps, progress=lambda stage: status.update(f"parity: {stage}"))
-    if not args.quiet:
-        print_report(report, Console(width=None if sys.stdout.isatty() else 170))
-    if args.json:
-        write_json(report, args.json)
-    if args.markdown:
-        write_markdown(report, args.markdown)
-    if args.plot:
-        from parity.plot import plot_gradient_flow, plot_stage_errors, stage_plot_path
-
-        plot_gradient_flow(report, args.plot)
-        plot_stage_errors(report, stage_plot_path(args.plot))
-    if not report.passed:
-        failed = [name for name, ok in report.checks.items() if not ok]
-        print(f"qarac-parity: failed checks: {', '.join(failed)}", file=sys.stderr)
-    return 0 if report.passed else 1
+    return finish(report, args)
 
 
 if __name__ == "__main__":

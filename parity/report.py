@@ -29,10 +29,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _short(names: Iterable[str], limit: int = 3) -> str:
+def _short(names: Iterable[str], limit: int | None = 3) -> str:
+    """Names joined by commas; past `limit` (None: no limit) a count of the rest, "(+N)"."""
     names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" (+{len(names) - limit})" if len(names) > limit else "") if names else "none"
+    if limit is None or len(names) <= limit:
+        return ", ".join(names) if names else "none"
+    return ", ".join(names[:limit]) + f" (+{len(names) - limit})"
 
 
 # --- rows shared by the terminal and Markdown renderings ---------------------------------------
@@ -77,11 +79,12 @@ STAGE_ERROR_HEADER = ["stage", "accumulated", "introduced", "noise floor", "accu
                       "introduced / floor", "introduced within bound"]
 
 
-def gradient_rows(report: ParityReport) -> list[list[str]]:
+def gradient_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]:
+    """One row per framework and mode; `limit` names per list (None: all, as the Markdown has them)."""
     rows = []
     for mode, flow in report.gradients.items():
         causes = sorted(set(flow.get("causes", {}).values()))
-        rows.append([mode, str(len(flow["missing"])), _short(flow["missing"]), str(len(flow["zero"])),
+        rows.append([mode, str(len(flow["missing"])), _short(flow["missing"], limit), str(len(flow["zero"])),
                      str(len(flow["nonfinite"])), "; ".join(cause.split(":")[0] for cause in causes) or "-"])
     return rows
 
@@ -112,14 +115,17 @@ DEVIATION_HEADER = ["option (legacy -> fixed)", "max output change", "total loss
                     "explained (in declared region)", "unexplained", "result", "why"]
 
 
-def summary_rows(report: ParityReport) -> list[list[str]]:
+SUMMARY_HEADER = ["quantity", "value"]
+
+
+def summary_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]:
     w = report.weights
     worst_grad = max((c["max_rel_err"] for c in report.gradient_parity), default=float("nan"))
     tolerance = report.gradient_parity[0]["tolerance"] if report.gradient_parity else float("nan")
     return [
         ["weights mapped", str(w["mapped"])],
         ["legacy-only / PyTorch-only / shape mismatches", f"{len(w['tf_only'])} / {len(w['pt_only'])} / {len(w['mismatched'])}"],
-        ["tied parameters", _short(w["tied"])],
+        ["tied parameters", _short(w["tied"], limit)],
         ["shared groups", str(len(w["shared"]))],
         ["PT -> TF -> PT round trip bit-exact", _fmt(w["round_trip_bit_exact"])],
         ["verdict", _verdict(report)],
@@ -194,7 +200,7 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     if report.training:
         header, rows = training_rows(report)
         console.print(_table("Training parity (legacy fit vs PyTorch legacy preset)", header, rows))
-    console.print(_table("Summary", ["", ""], summary_rows(report)))
+    console.print(_table("Summary", SUMMARY_HEADER, summary_rows(report)))
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     console.print(f"parity {verdict} in {report.timings_s.get('total', float('nan')):.1f} s")
 
@@ -216,13 +222,35 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+# The report's terms, explained once at its top (Markdown).
+TERMS = {
+    "legacy Keras": "the original QARAC rebuilt in tf-keras (`legacy_keras/`), failure included.",
+    "legacy preset": "the PyTorch port with `QaracConfig.legacy()`: every compatibility option as the legacy had "
+                     "it (pooling head without the mask, decoder head attending both ways, RoBERTa pooler kept, "
+                     "cross-entropy over padding). Forward and gradient parity compare it with the legacy Keras model.",
+    "default preset": "the port's corrected behaviour (`QaracConfig()`); the deviation ledger measures each "
+                      "option switched alone from the legacy value to the fixed one.",
+    "tf/eager": "legacy Keras gradients from a `tf.GradientTape` run eagerly.",
+    "tf/graph": "the same tape step traced into a graph with `tf.function`.",
+    "tf/fit": "one real Keras `fit` step (in a side process), the way the legacy trained; TensorFlow's "
+              "\"Gradients do not exist\" warning is captured from it.",
+    "pt/legacy, pt/default": "PyTorch gradients of the port in the legacy preset and in the default preset.",
+    "the seed's six variables": "the variables TensorFlow's warning in the seed note names as getting no gradient: "
+                                "the pooler dense kernel and bias of both RoBERTa bases (dead parameters: QARAC "
+                                "never uses the pooler) and the local projection of both encoder heads (used, but "
+                                "the legacy's `tf.vectorized_map` loses its gradient in graph mode and `fit`).",
+}
+
+
 def report_markdown(report: ParityReport) -> str:
+    terms = "\n".join(f"- **{term}**: {meaning}" for term, meaning in TERMS.items())
     parts = [f"# QARAC parity report\n\nModel: `{report.model}`  \nResult: **{'PASSED' if report.passed else 'FAILED'}**\n",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()) + "\n",
-             "## Summary\n", _markdown_table(["", ""], summary_rows(report)),
+             "## Terms\n", terms,
+             "\n## Summary\n", _markdown_table(SUMMARY_HEADER, summary_rows(report, limit=None)),
              "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
              "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
-             "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report))]
+             "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report, limit=None))]
     parts += ["\n## Backward error introduced per stage\n", _markdown_table(BACKWARD_HEADER, backward_rows(report))]
     for case in report.stage_errors:
         parts += [f"\n## Introduced vs accumulated error per stage ({case})\n",

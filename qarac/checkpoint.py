@@ -39,13 +39,24 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing, of the wrong kind, or corrupt."""
 
 
+def default_file_mode() -> int:
+    """0666 less the umask: the mode `open()` gives a new file (`mkstemp` gives 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`.
+
+    The file gets the user's normal permissions, as if written in place.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
         write(Path(tmp))
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -149,7 +160,8 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
 
     Raises:
         CheckpointError: missing directory, not a RoBERTa config, no safetensors
-            weights (pickled `.bin` files are refused), or corrupt weights.
+            weights (pickled `.bin` files are refused), corrupt weights, or
+            missing, unexpected or wrong-shaped tensors (`qarac.base_weights`).
     """
     directory = Path(directory)
     roberta_config = read_roberta_config(directory)
@@ -158,8 +170,11 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
         pickled = sorted(p.name for p in directory.glob("*.bin"))
         hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
         raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}{hint}")
-    load_safetensors(weights)  # a clear error for a corrupt file, before transformers sees it
     keep_pooler = True if config is None else config.keep_pooler
+    from qarac.base_weights import check_base_weights
+
+    # transformers would fill a missing tensor randomly and only warn: refuse it first.
+    check_base_weights(directory, roberta_config, pooler=keep_pooler)
     options: dict[str, Any] = {"is_decoder": is_decoder, "add_cross_attention": False}
     if config is not None:
         options["attn_implementation"] = config.attn_implementation

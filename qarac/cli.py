@@ -9,65 +9,92 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 EXIT_USAGE = 2
+# The shell's status for a command ended by SIGINT (128 + 2), also used after SIGTERM.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
     """Bad input, reported as one line and exit status 2."""
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "(default: X)" to each option's help, where X is a value (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        no_value = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if no_value or "%(default)" in help_text:
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
 def _add_train(subparsers) -> None:
+    from qarac.data import CORPUS_COLUMNS
     from qarac.train import TrainConfig
 
     defaults = TrainConfig(output_dir="")
-    parser = subparsers.add_parser("train", help="train QaracTrainerModel on the four corpora")
+    csv_files = ", ".join(f"{name}.csv" for name in CORPUS_COLUMNS)
+    parser = subparsers.add_parser("train", help="train QaracTrainerModel on the four corpora",
+                                   formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--output", required=True, help="directory for checkpoints, loss history and plot")
     parser.add_argument("--model", help="local HF RoBERTa directory (default: the embedded tiny model)")
     parser.add_argument("--tokenizer", help="local HF RoBERTa tokenizer directory (default: the model's, "
                                             "else the embedded one)")
-    parser.add_argument("--data", default=defaults.data_dir, help="directory of the four corpus CSVs")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--data", default=defaults.data_dir, help=f"directory holding {csv_files}")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the data")
     parser.add_argument("--max-steps", type=int, help="stop after this many steps in all (overrides --epochs)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="examples per process")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="heads, data order and dropout")
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="initial learning rate")
-    parser.add_argument("--decay-steps", type=int, default=defaults.decay_steps)
-    parser.add_argument("--decay-rate", type=float, default=defaults.decay_rate)
-    parser.add_argument("--staircase", action="store_true")
-    parser.add_argument("--beta1", type=float, default=defaults.beta1)
-    parser.add_argument("--beta2", type=float, default=defaults.beta2)
-    parser.add_argument("--epsilon", type=float, default=defaults.epsilon)
+    parser.add_argument("--decay-steps", type=int, default=defaults.decay_steps,
+                        help="ExponentialDecay steps: the rate is lr * decay_rate ** (step / decay_steps)")
+    parser.add_argument("--decay-rate", type=float, default=defaults.decay_rate, help="ExponentialDecay rate")
+    parser.add_argument("--staircase", action="store_true", help="floor the decay exponent")
+    parser.add_argument("--beta1", type=float, default=defaults.beta1, help="Nadam beta_1")
+    parser.add_argument("--beta2", type=float, default=defaults.beta2, help="Nadam beta_2")
+    parser.add_argument("--epsilon", type=float, default=defaults.epsilon, help="Nadam epsilon (Keras' default)")
     parser.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every,
                         help="steps between checkpoints (0: only at the end)")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device)
+    parser.add_argument("--keep-checkpoints", type=int, default=defaults.keep_checkpoints,
+                        help="newest checkpoints kept (older ones are the fallback for a corrupt newest)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=defaults.device, help="where to train")
     parser.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     parser.add_argument("--legacy", action="store_true", help="every compatibility option as the legacy had it")
-    parser.add_argument("--max-length", type=int, default=defaults.max_length)
+    parser.add_argument("--max-length", type=int, default=defaults.max_length,
+                        help="longest token sequence of any field")
     parser.add_argument("--data-preset", choices=("default", "legacy"), default=defaults.data_preset,
                         help="the data options (qarac.data.DataConfig): the corrected pipeline, or the "
                              "legacy's batches exactly")
     parser.add_argument("--data-option", action="append", default=[], metavar="NAME=VALUE",
                         help="override one data option of the preset, e.g. padding=corpus_fit (repeatable)")
-    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/latest")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run in OUTPUT from OUTPUT/latest, with the run's settings")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _add_encode(subparsers) -> None:
-    parser = subparsers.add_parser("encode", help="texts -> vectors (.npy)")
+    parser = subparsers.add_parser("encode", help="texts -> vectors (.npy)", formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
     parser.add_argument("texts", nargs="*", help="texts to encode")
     parser.add_argument("--file", help="a text file, one text per line")
-    parser.add_argument("--output", required=True, help="where to write the (N, H) float32 .npy")
+    parser.add_argument("--output", required=True,
+                        help="where to write the (N, H) float32 array (.npy is appended if missing)")
     parser.add_argument("--question", action="store_true", help="use the question encoder")
-    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=128, help="most tokens per text, <s> and </s> included")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="texts per forward pass; memory grows with it, not with the number of texts")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
 def _add_generate(subparsers) -> None:
-    parser = subparsers.add_parser("generate", help="a vector (.npy) or a text -> decoded text")
+    parser = subparsers.add_parser("generate", help="a vector (.npy) or a text -> decoded text",
+                                   formatter_class=DefaultsHelpFormatter)
     parser.add_argument("checkpoint", help="a checkpoint directory or a training output directory")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--vector", help="a .npy of shape (H,) or (N, H)")
@@ -76,8 +103,18 @@ def _add_generate(subparsers) -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("qarac-port")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qarac", description="Train and use QARAC (PyTorch).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_encode(subparsers)
@@ -96,39 +133,83 @@ def run_train(args: argparse.Namespace) -> None:
                          checkpoint_every=args.checkpoint_every, device=args.device, bf16=not args.no_bf16,
                          legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
                          data_preset=args.data_preset, data_options=tuple(args.data_option),
-                         resume=args.resume, progress=not args.no_progress)
+                         resume=args.resume, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
+                         progress=not args.no_progress)
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the pooler dropped by the fixed config is expected, not news
+    logging.basicConfig(format="qarac train: %(message)s")  # "resuming from ..." on stderr
+    logging.getLogger("qarac.train").setLevel(logging.INFO)
     state = train(config).state
     if state.history:
         last = state.history[-1]
         print(f"step {state.step}: total loss {last['total']:.4f}; checkpoint in {args.output}")
 
 
-def _read_texts(args: argparse.Namespace) -> list[str]:
-    texts = list(args.texts)
-    if args.file:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(f"text file {path} does not exist")
-        try:
-            texts += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError as error:
-            raise UsageError(f"{path} is not UTF-8 text: {error}") from None
-    return texts
+def _file_lines(path: Path) -> Iterator[str]:
+    """The non-blank lines of a UTF-8 text file, read lazily."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    yield line.rstrip("\r\n")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{path} is not UTF-8 text: {error}") from None
+
+
+def _text_source(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[str]]]:
+    """(number of texts, a function giving them afresh): the arguments, then the file's lines.
+
+    The file is read twice (counting, then encoding) so that it is never held in memory.
+    """
+    path = Path(args.file) if args.file else None
+    if path is not None and not path.is_file():
+        raise UsageError(f"text file {path} does not exist")
+    count = len(args.texts) + (sum(1 for _ in _file_lines(path)) if path is not None else 0)
+
+    def texts() -> Iterator[str]:
+        yield from args.texts
+        if path is not None:
+            yield from _file_lines(path)
+
+    return count, texts
+
+
+def npy_path(output: str) -> Path:
+    """`np.save`'s naming: `.npy` is appended unless the name has it."""
+    return Path(output if output.endswith(".npy") else f"{output}.npy")
 
 
 def run_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from qarac.inference import encode, load_for_inference
+    from qarac.checkpoint import atomic_write
+    from qarac.inference import check_max_length, encode_batches, load_for_inference
 
-    texts = _read_texts(args)
+    count, texts = _text_source(args)
+    if count == 0:
+        raise UsageError("no texts to encode; give texts as arguments or --file")
+    output = npy_path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise UsageError(f"--output {output}: not a file in an existing directory")
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
-    vectors = encode(model, tokenizer, texts, question=args.question, max_length=args.max_length)
-    np.save(args.output, vectors)
-    print(f"{vectors.shape[0]} vectors of size {vectors.shape[1]} written to {args.output}")
+    check_max_length(args.max_length, model)
+    hidden = model.config.hidden_size
+
+    def write(tmp: Path) -> None:
+        # Filled batch by batch on disk: memory holds one batch of vectors, never all N.
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(count, hidden))
+        start = 0
+        for vectors in encode_batches(model, tokenizer, texts(), args.question, args.max_length, args.batch_size):
+            array[start:start + len(vectors)] = vectors
+            start += len(vectors)
+        array.flush()
+        del array
+
+    atomic_write(output, write)
+    print(f"{count} vectors of size {hidden} written to {output}")
 
 
 def run_generate(args: argparse.Namespace) -> None:
@@ -159,9 +240,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     from qarac.checkpoint import CheckpointError
     from qarac.data import DataError
 
+    from qarac.train import TrainingInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except TrainingInterrupted as stop:
+        print(f"qarac {args.command}: {stop}", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
     except (UsageError, CheckpointError, DataError, FileNotFoundError, ValueError) as error:
         message = " ".join(str(error).split())  # one line
         print(f"qarac {args.command}: error: {message}", file=sys.stderr)

@@ -72,6 +72,26 @@ def _read_text(path: Path) -> str:
                         "(the file must be UTF-8)") from None
 
 
+# What a field spanning lines or a runaway field almost always means in these corpora.
+UNBALANCED_QUOTE = "is a '\"' quote unbalanced there? (a quoted field runs on to the next quote)"
+
+
+def _check_one_line(row: Mapping[str, str | list[str] | None], path: Path, start: int, end: int) -> None:
+    """Every field of these layouts is one line: a field spanning lines means the CSV reader
+    was swallowing rows (one stray quote turned 1406 rows into 4).
+
+    Raises:
+        DataError: naming the file, the line the row starts on and the field.
+    """
+    if start == end:
+        return
+    for name, value in row.items():
+        values = value if isinstance(value, list) else [value]  # extra fields come as a list
+        if any(isinstance(text, str) and ("\n" in text or "\r" in text) for text in values):
+            raise DataError(f"{path}, line {start}: the {name!r} field spans lines {start}-{end}, but fields "
+                            f"hold one line each; {UNBALANCED_QUOTE}")
+
+
 def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """Read a CSV with a header, checking that `columns` are present and filled.
 
@@ -85,7 +105,8 @@ def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int
 
     Raises:
         DataError: empty or undecodable file, a missing column, no data rows,
-            or an empty cell in a required column.
+            an empty cell in a required column, a field spanning lines or one
+            over the csv module's field limit (128 KiB): an unbalanced quote.
     """
     path = Path(path)
     reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
@@ -95,13 +116,18 @@ def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int
         raise DataError(f"{path}, line 1: missing column(s) {missing}; the header has {header}, "
                         f"expected {list(columns)}")
     rows = []
-    for row in reader:
-        line = reader.line_num
-        for name in columns:
-            # A short row leaves None in the columns it lacks.
-            if row[name] is None or not row[name].strip():
-                raise DataError(f"{path}, line {line}: empty cell in column {name!r}")
-        rows.append((line, {name: row[name] for name in columns}))
+    line = 1  # the header's
+    try:
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            _check_one_line(row, path, start, line)
+            for name in columns:
+                # A short row leaves None in the columns it lacks.
+                if row[name] is None or not row[name].strip():
+                    raise DataError(f"{path}, line {line}: empty cell in column {name!r}")
+            rows.append((line, {name: row[name] for name in columns}))
+    except csv.Error as error:
+        raise DataError(f"{path}, line {line + 1}: {error}; {UNBALANCED_QUOTE}") from None
     if not rows:
         raise DataError(f"{path}: the file has a header but no data rows")
     return rows

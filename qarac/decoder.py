@@ -65,12 +65,13 @@ class QaracDecoderModel(PretrainedMixin, nn.Module):
         sequence grows.
 
         Args:
-            vector: (B, H).
+            vector: (B, H), any floating dtype (cast to the model's).
             max_length: most tokens per row, `<s>` and `</s>` included.
 
         Returns: (B, L) token ids, L <= max_length.
         """
         check_vectors(vector, self.config)
+        vector = vector.to(self.decoder.dtype)  # e.g. float64 from numpy: the head concatenates it to the states
         if not 2 <= max_length <= self.config.max_tokens:
             raise ValueError(f"max_length must be in [2, {self.config.max_tokens}], got {max_length}")
         batch = vector.shape[0]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -32,22 +33,68 @@ def load_for_inference(checkpoint: str | os.PathLike, device: str = "cpu"):
     return model, tokenizer
 
 
+# <s>, one token and </s>: a shorter limit cannot hold a text.
+MIN_MAX_LENGTH = 3
+
+
+def check_max_length(max_length: int, model: QaracTrainerModel) -> None:
+    """Raises ValueError unless 3 <= max_length <= the model's positions."""
+    if not MIN_MAX_LENGTH <= max_length <= model.config.max_tokens:
+        raise ValueError(f"max_length {max_length} is outside [{MIN_MAX_LENGTH}, {model.config.max_tokens}]: "
+                         f"at least <s> token </s>, at most the model's {model.config.max_tokens} positions")
+
+
 @torch.no_grad()
-def encode(model: QaracTrainerModel, tokenizer, texts: Sequence[str], question: bool = False,
-           max_length: int = 128) -> np.ndarray:
+def encode(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
+           max_length: int = 128, batch_size: int = 64) -> np.ndarray:
     """Texts -> (N, H) float32 vectors, by the answer encoder or, with `question`, the question encoder.
 
+    Args:
+        texts: one text (a str) or N texts.
+        max_length: most tokens per text, <s> and </s> included (longer texts are truncated).
+        batch_size: texts per forward pass.
+
     Raises:
-        ValueError: no texts.
+        ValueError: no texts, a max_length outside [3, positions], or batch_size < 1.
+        TypeError: an item that is not a str.
     """
-    if not texts:
+    batches = list(encode_batches(model, tokenizer, texts, question, max_length, batch_size))
+    if not batches:
         raise ValueError("no texts to encode; give texts as arguments or --file")
-    max_length = min(max_length, model.config.max_tokens)
-    tokens = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return np.concatenate(batches)
+
+
+def encode_batches(model: QaracTrainerModel, tokenizer, texts: str | Iterable[str], question: bool = False,
+                   max_length: int = 128, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """`encode` one batch at a time, reading `texts` lazily: (B, H) float32 arrays,
+    B <= batch_size, in order. Memory grows with the batch, not with the number of texts.
+
+    Raises:
+        ValueError: (at once) a max_length outside [3, positions], or batch_size < 1.
+        TypeError: (when its batch is reached) an item that is not a str.
+    """
+    check_max_length(max_length, model)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    # A bare string is one text (iterating it would give one text per character).
+    return _encode_chunks(model, tokenizer, iter([texts] if isinstance(texts, str) else texts), question,
+                          max_length, batch_size)
+
+
+@torch.no_grad()
+def _encode_chunks(model, tokenizer, texts: Iterator[str], question: bool, max_length: int,
+                   batch_size: int) -> Iterator[np.ndarray]:
     device = next(model.parameters()).device
     encoder = model.question_encoder if question else model.answer_encoder
-    vectors = encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (N, H)
-    return vectors.float().cpu().numpy()
+    done = 0
+    while chunk := list(itertools.islice(texts, batch_size)):
+        for index, text in enumerate(chunk, start=done):
+            if not isinstance(text, str):
+                raise TypeError(f"text {index} is a {type(text).__name__}, not a str")
+        tokens = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        vectors = encoder(tokens["input_ids"].to(device), tokens["attention_mask"].to(device))  # (B, H)
+        done += len(chunk)
+        yield vectors.float().cpu().numpy()
 
 
 @torch.no_grad()

@@ -15,11 +15,15 @@ A checkpoint directory `output/checkpoint-STEP/` holds:
                                            optimizer groups, scheduler, RNG scalars,
                                            the TrainConfig and the loss history
 
-It is assembled in a hidden directory beside it and renamed into place, then
+It is assembled in a hidden directory beside it and renamed to a name no
+directory has (a step saved again gets `checkpoint-STEP-K`), then
 `output/latest` (the name of the newest checkpoint) is replaced atomically, and
-only then are older checkpoints removed: a crash at any point leaves a complete
-checkpoint that `latest` names. Nothing is pickled; resuming reads safetensors
-and JSON only.
+only then are checkpoints past `keep_checkpoints` removed: a kill at any point
+leaves a complete checkpoint that `latest` names (`save_checkpoint`). What
+interrupted saves leave is removed at the next start (`remove_stale`). A
+directory holding a run is continued only with `resume` (same settings,
+`changed_settings`) and replaced only with `overwrite`. Nothing is pickled;
+resuming reads safetensors and JSON only.
 """
 
 from __future__ import annotations
@@ -27,11 +31,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,11 +62,14 @@ from qarac.trainer import QaracTrainerModel
 
 LATEST_NAME = "latest"
 CHECKPOINT_PREFIX = "checkpoint-"
+# checkpoint-STEP, or checkpoint-STEP-K for the K-th re-save of one step.
+CHECKPOINT_PATTERN = re.compile(rf"{CHECKPOINT_PREFIX}(\d+)(?:-(\d+))?")
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 HISTORY_NAME = "loss_history.json"
 PLOT_NAME = "loss_curve.png"
 STATE_FORMAT_VERSION = 1
+logger = logging.getLogger(__name__)
 OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
 
 
@@ -94,11 +105,13 @@ class TrainConfig:
     data_options: tuple[str, ...] = ()  # NAME=VALUE overrides of the preset's data options
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = False  # continue from output_dir/latest
+    overwrite: bool = False  # replace a run already in output_dir (its checkpoints, history and plot)
+    keep_checkpoints: int = 2  # newest checkpoints kept: an older one is the fallback if the newest is corrupt
     progress: bool = True  # tqdm progress bar (rank 0)
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "decay_steps": self.decay_steps,
-                    "max_length": self.max_length}
+                    "max_length": self.max_length, "keep_checkpoints": self.keep_checkpoints}
         if self.max_steps is not None:
             positive["max_steps"] = self.max_steps
         bad = {name: value for name, value in positive.items() if value < 1}
@@ -106,8 +119,18 @@ class TrainConfig:
             raise ValueError(f"these settings must be at least 1: {bad}")
         if self.checkpoint_every < 0 or self.num_workers < 0:
             raise ValueError("checkpoint_every and num_workers must be >= 0")
-        if self.learning_rate <= 0 or not 0 < self.decay_rate:
-            raise ValueError(f"learning_rate and decay_rate must be > 0, got {self.learning_rate}, {self.decay_rate}")
+        # `not x > 0` and `not 0 <= x < 1` also catch NaN, which every comparison fails.
+        for name in ("learning_rate", "decay_rate", "epsilon"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: continue the run in the output "
+                             "directory, or replace it")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         self.data_config()  # a bad preset or option fails here, before any work
@@ -328,18 +351,70 @@ def checkpoint_name(step: int) -> str:
     return f"{CHECKPOINT_PREFIX}{step:08d}"
 
 
+def checkpoint_order(directory: Path) -> tuple[int, int] | None:
+    """(step, re-save number) of a checkpoint directory's name, None for other names.
+
+    A step saved again (resuming a finished run) gets a new name, `checkpoint-STEP-K`:
+    the checkpoint `latest` names is never replaced in place.
+    """
+    match = CHECKPOINT_PATTERN.fullmatch(directory.name)
+    if match is None:
+        return None
+    return int(match.group(1)), int(match.group(2) or 0)
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """The checkpoint directories in `output_dir`, oldest (lowest step) first."""
+    found = [path for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*")
+             if path.is_dir() and checkpoint_order(path) is not None]
+    return sorted(found, key=checkpoint_order)
+
+
+def _unused_checkpoint_path(output_dir: Path, step: int) -> Path:
+    path, resave = output_dir / checkpoint_name(step), 0
+    while path.exists():
+        resave += 1
+        path = output_dir / f"{checkpoint_name(step)}-{resave}"
+    return path
+
+
+def _remove_directory(directory: Path) -> None:
+    """Rename to a hidden name first (one atomic step), then delete: a kill while deleting
+    leaves a hidden directory that `remove_stale` clears, never a half checkpoint."""
+    doomed = directory.with_name(f".{directory.name}.removing")
+    os.replace(directory, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def prune_checkpoints(output_dir: Path, newest: Path, keep: int) -> None:
+    """Keep `newest` and the `keep - 1` checkpoints of the highest steps below it; remove
+    older ones and any earlier save of `newest`'s step. Checkpoints past `newest` (a run
+    resumed from a fallback) are left alone."""
+    step = checkpoint_order(newest)[0]
+    older = [path for path in list_checkpoints(output_dir) if checkpoint_order(path)[0] < step]
+    superseded = [path for path in list_checkpoints(output_dir)
+                  if checkpoint_order(path)[0] == step and path != newest]
+    for path in superseded + older[:max(len(older) - (keep - 1), 0)]:
+        _remove_directory(path)
+
+
 def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, state: TrainingState,
                     rng_states: list[tuple[dict[str, torch.Tensor], dict[str, Any]]],
                     train_config: TrainConfig) -> Path:
-    """Write `output_dir/checkpoint-STEP/` atomically, point `latest` at it, drop older ones.
+    """Write a new checkpoint directory, point `latest` at it, then drop old ones.
+
+    The sequence: assemble it in a hidden staging directory; rename that to a
+    name no directory has (a re-saved step gets `checkpoint-STEP-K`); switch
+    `latest` atomically; remove the checkpoints past `keep_checkpoints`. A kill
+    between any two of these leaves `latest` naming a complete checkpoint.
 
     Returns:
         The checkpoint directory.
     """
     output_dir.mkdir(parents=True, exist_ok=True)
-    final = output_dir / checkpoint_name(state.step)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=output_dir))
+    staging = Path(tempfile.mkdtemp(prefix=f".{checkpoint_name(state.step)}.", dir=output_dir))
+    staging.chmod(_directory_mode())
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -348,39 +423,57 @@ def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optim
         for rank, (rng_tensors, rng_scalars) in enumerate(rng_states):
             tensors.update({f"rank{rank}.{name}": value for name, value in rng_tensors.items()})
             rng_json.append(rng_scalars)
-        safetensors.torch.save_file(tensors, str(staging / STATE_TENSORS))
+        # Through atomic_write for its permissions: safetensors creates files 0600.
+        atomic_write(staging / STATE_TENSORS, lambda tmp: safetensors.torch.save_file(tensors, str(tmp)))
         scheduler_state = scheduler.state_dict()  # lr_lambdas is [None]: functions are not saved
         payload = {"format_version": STATE_FORMAT_VERSION, "step": state.step, "epoch": state.epoch,
                    "position": state.position, "world_size": len(rng_states), "optimizer": optimizer_json,
                    "scheduler": scheduler_state, "rng": rng_json, "train_config": train_config.to_dict(),
                    "history": state.history}
         (staging / STATE_JSON).write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        if final.exists():  # a re-run over the same step: never leave `latest` naming a half-removed one
-            shutil.rmtree(final)
+        final = _unused_checkpoint_path(output_dir, state.step)
         os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     atomic_write_text(output_dir / LATEST_NAME, final.name)
-    for old in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
-        if old.is_dir() and old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    prune_checkpoints(output_dir, final, train_config.keep_checkpoints)
     return final
+
+
+def _directory_mode() -> int:
+    """0777 less the umask: what `mkdir` would give (`mkdtemp` gives 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def latest_checkpoint(output_dir: str | os.PathLike) -> Path:
     """The checkpoint `output_dir/latest` names.
 
     Raises:
-        CheckpointError: no `latest` file, or it names a missing directory.
+        CheckpointError: no `latest` file, one that does not hold a checkpoint
+            name, or one naming a missing directory.
     """
     output_dir = Path(output_dir)
     pointer = output_dir / LATEST_NAME
     if not pointer.is_file():
-        raise CheckpointError(f"no checkpoint to resume in {output_dir}: {LATEST_NAME} is missing "
-                              "(train without --resume first)")
-    directory = output_dir / pointer.read_text(encoding="utf-8").strip()
+        found = [path.name for path in list_checkpoints(output_dir)] if output_dir.is_dir() else []
+        if found:
+            raise CheckpointError(f"no checkpoint to resume in {output_dir}: {LATEST_NAME} is missing, but the "
+                                  f"directory holds {', '.join(found)}; write the name of the one to resume "
+                                  f"from into {pointer}")
+        raise CheckpointError(f"no checkpoint to resume in {output_dir}: {LATEST_NAME} is missing and the "
+                              "directory holds no checkpoint")
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{pointer} is unreadable ({error}); it should hold a checkpoint name") from None
+    if checkpoint_order(Path(name)) is None:
+        raise CheckpointError(f"{pointer} holds {name[:60]!r}, not a checkpoint name like "
+                              f"{checkpoint_name(0)!r}; write the name of a checkpoint directory into it")
+    directory = output_dir / name
     if not directory.is_dir():
-        raise CheckpointError(f"{pointer} names {directory.name}, which does not exist")
+        raise CheckpointError(f"{pointer} names {name}, which does not exist")
     return directory
 
 
@@ -392,6 +485,139 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+# --- the output directory ------------------------------------------------------------------
+
+# Settings a resumed run may change: where it stops, how often it saves, where and how fast it
+# runs. Any other change would make the resumed run differ from the run it continues.
+RESUMABLE_SETTINGS = frozenset({"output_dir", "epochs", "max_steps", "checkpoint_every", "keep_checkpoints",
+                                "device", "bf16", "num_workers", "resume", "overwrite", "progress"})
+# Settings that name paths: equal when they resolve to the same place.
+PATH_SETTINGS = frozenset({"model_dir", "tokenizer_dir", "data_dir"})
+
+
+def stale_entries(output_dir: Path) -> list[Path]:
+    """What interrupted saves left in `output_dir`: hidden staging or half-removed checkpoint
+    directories (`.checkpoint-*`) and the temporary files of `latest`, the history and the plot."""
+    if not output_dir.is_dir():
+        return []
+    directories = [path for path in output_dir.glob(f".{CHECKPOINT_PREFIX}*") if path.is_dir()]
+    files = [path for name in (LATEST_NAME, HISTORY_NAME, PLOT_NAME)
+             for path in output_dir.glob(f".{name}.*.tmp") if path.is_file()]
+    return sorted(directories + files)
+
+
+def remove_stale(output_dir: Path) -> None:
+    for path in stale_entries(output_dir):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def run_entries(output_dir: Path) -> list[Path]:
+    """What a training run wrote into `output_dir` (empty when it holds none)."""
+    if not output_dir.is_dir():
+        return []
+    named = [output_dir / name for name in (LATEST_NAME, HISTORY_NAME, PLOT_NAME) if (output_dir / name).exists()]
+    return named + list_checkpoints(output_dir)
+
+
+def remove_run(output_dir: Path) -> None:
+    """Delete the run in `output_dir` (`--overwrite`), `latest` first: a kill half-way
+    leaves checkpoints without `latest`, which is refused without --overwrite again."""
+    for path in run_entries(output_dir):
+        if path.is_dir():
+            _remove_directory(path)
+        else:
+            path.unlink()
+    remove_stale(output_dir)
+
+
+def changed_settings(saved: dict[str, Any], current: TrainConfig) -> list[str]:
+    """`name old → new` for each setting outside RESUMABLE_SETTINGS that differs from the saved run's."""
+    changes = []
+    for field in dataclasses.fields(current):
+        if field.name in RESUMABLE_SETTINGS:
+            continue
+        old, new = saved.get(field.name, field.default), getattr(current, field.name)
+        if field.name in PATH_SETTINGS and old is not None and new is not None:
+            if Path(old).resolve() == Path(new).resolve():
+                continue
+        if old != new:
+            changes.append(f"{field.name} {old} → {new}")
+    return changes
+
+
+def check_output_dir(train_config: TrainConfig) -> Path | None:
+    """Check the output directory before any work; the checkpoint to resume from, or None.
+
+    Raises:
+        ValueError: the path is a file, is not writable, or holds a run and
+            neither --resume nor --overwrite was given.
+        CheckpointError: --resume without a usable checkpoint, or with settings
+            that differ from the checkpoint's (each listed, old → new).
+    """
+    output_dir = Path(train_config.output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file; name a directory for the checkpoints")
+    existing = next(parent for parent in (output_dir, *output_dir.absolute().parents) if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {output_dir}: cannot write into {existing}")
+    if train_config.resume:
+        checkpoint = latest_checkpoint(output_dir)
+        saved = _read_state_json(checkpoint).get("train_config", {})
+        changes = changed_settings(saved, train_config)
+        if changes:
+            raise CheckpointError(f"the run in {output_dir} was trained with other settings: {'; '.join(changes)}; "
+                                  f"resume with the run's settings (only {', '.join(sorted(RESUMABLE_SETTINGS - {'output_dir', 'resume', 'overwrite'}))} "
+                                  "may change), or start a new run in another directory")
+        return checkpoint
+    found = run_entries(output_dir)
+    if found and not train_config.overwrite:
+        raise ValueError(f"{output_dir} already holds a training run ({', '.join(path.name for path in found)}); "
+                         "continue it with --resume, or replace it with --overwrite")
+    return None
+
+
+def _read_state_json(directory: Path) -> dict[str, Any]:
+    path = directory / STATE_JSON
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is missing or corrupt: {error}") from error
+
+
+def fallback_checkpoint(checkpoint: Path) -> Path | None:
+    """The newest checkpoint older than `checkpoint` in its output directory, if one is kept."""
+    older = [path for path in list_checkpoints(checkpoint.parent) if checkpoint_order(path) < checkpoint_order(checkpoint)]
+    return older[-1] if older else None
+
+
+def resume_from(checkpoint: Path, model: QaracTrainerModel, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, runtime: Runtime) -> TrainingState:
+    """Load model, optimizer, scheduler and RNG states from `checkpoint`.
+
+    Raises:
+        CheckpointError: a corrupt checkpoint or another model config; the
+            message names the older checkpoint kept as a fallback.
+    """
+    try:
+        saved = QaracTrainerModel.from_pretrained(checkpoint)
+        if saved.config != model.config:
+            raise CheckpointError(f"{checkpoint} holds a model with another config (was --legacy the same?)")
+        model.load_state_dict(saved.state_dict())
+        state = load_training_state(checkpoint, optimizer, scheduler, runtime)
+    except CheckpointError as error:
+        fallback = fallback_checkpoint(checkpoint)
+        if fallback is None:
+            raise
+        raise CheckpointError(f"{error}; the older checkpoint {fallback.name} is kept: write its name into "
+                              f"{checkpoint.parent / LATEST_NAME} to resume from it") from error
+    if runtime.is_main:
+        logger.info("resuming from %s (step %d) in %s", checkpoint.name, state.step, checkpoint.parent)
+    return state
+
+
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler, runtime: Runtime) -> TrainingState:
     """Restore optimizer, scheduler and this rank's RNG from a checkpoint.
@@ -399,11 +625,7 @@ def load_training_state(directory: Path, optimizer: torch.optim.Optimizer,
     Raises:
         CheckpointError: missing or corrupt state files, or another world size.
     """
-    path = directory / STATE_JSON
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is missing or corrupt: {error}") from error
+    payload = _read_state_json(directory)
     if payload["world_size"] != runtime.world_size:
         raise CheckpointError(f"{directory} was written by {payload['world_size']} processes, this run has "
                               f"{runtime.world_size}; resume with the same --nproc-per-node")
@@ -516,6 +738,56 @@ def _progress(total: int, initial: int, enabled: bool):
 
 # --- the loop ---------------------------------------------------------------------------------------
 
+# --- stopping on a signal ----------------------------------------------------------------------
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM stopped training at a step boundary, after a checkpoint was saved."""
+
+    def __init__(self, signal_name: str, step: int, output_dir: Path):
+        super().__init__(f"stopped by {signal_name} after step {step}; checkpoint saved in {output_dir}; "
+                         "continue with --resume")
+        self.signal_name, self.step, self.output_dir = signal_name, step, output_dir
+
+
+class StopSignals:
+    """Within this block SIGINT/SIGTERM only ask training to stop at the next step
+    boundary (a step half done cannot be saved); a second signal acts as usual."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # handlers can be set there only
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
+        return self
+
+    def _handle(self, number: int, frame) -> None:
+        self.received = signal.Signals(number).name
+        self._restore()
+
+    def _restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+    def __exit__(self, *exc_info) -> None:
+        self._restore()
+
+    def requested(self, runtime: Runtime) -> bool:
+        """Whether to stop now; under DDP, whether any rank got a signal (all stop at one step)."""
+        requested = self.received is not None
+        if runtime.distributed:
+            flag = torch.tensor([float(requested)], device=runtime.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        return requested
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
 @dataclass
 class TrainResult:
     """The trained model (this rank's copy, unwrapped) and where training stopped."""
@@ -527,15 +799,21 @@ class TrainResult:
 def train(train_config: TrainConfig) -> TrainResult:
     """Train (or resume training) and checkpoint.
 
+    The output directory and the settings to resume with are checked before
+    any work; a run already there is replaced only with `overwrite`.
+
     Raises:
-        CheckpointError: bad model directory or checkpoint.
+        CheckpointError: bad model directory or checkpoint, or a resume with changed settings.
         qarac.data.DataError: unreadable corpus file.
-        ValueError: inconsistent settings.
+        ValueError: inconsistent settings, or an output directory that holds a run.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved first.
     """
     from qarac.presets import tiny_model_dir
+    from qarac.validation import skip_value_checks
 
     runtime = setup_runtime(train_config)
     output_dir = Path(train_config.output_dir)
+    checkpoint = check_output_dir(train_config)
     model_dir = Path(train_config.model_dir) if train_config.model_dir else tiny_model_dir()
     model = build_model(train_config, model_dir)
     tokenizer = load_tokenizer_for(train_config, model_dir)
@@ -545,13 +823,12 @@ def train(train_config: TrainConfig) -> TrainResult:
     scheduler = make_scheduler(optimizer, train_config)
     torch.manual_seed(train_config.seed + runtime.rank)  # each rank its own dropout masks
     state = TrainingState()
-    if train_config.resume:
-        checkpoint = latest_checkpoint(output_dir)
-        saved = QaracTrainerModel.from_pretrained(checkpoint)
-        if saved.config != model.config:
-            raise CheckpointError(f"{checkpoint} holds a model with another config (was --legacy the same?)")
-        model.load_state_dict(saved.state_dict())
-        state = load_training_state(checkpoint, optimizer, scheduler, runtime)
+    if checkpoint is not None:
+        state = resume_from(checkpoint, model, optimizer, scheduler, runtime)
+    if runtime.is_main and train_config.overwrite:  # everything is checked: only now may the old run go
+        remove_run(output_dir)
+    elif runtime.is_main:
+        remove_stale(output_dir)
     model.to(runtime.device).train()
     ddp_model = wrap_distributed(model, runtime)
     per_epoch = steps_per_epoch(dataset, train_config, runtime)
@@ -567,7 +844,10 @@ def train(train_config: TrainConfig) -> TrainResult:
         if runtime.distributed:
             dist.barrier()
 
-    with _progress(total, state.step, train_config.progress and runtime.is_main) as bar:
+    # The batches come from qarac.data, whose ids check_tokenizer_fits bounded: the per-call
+    # value checks would only add a host-device sync per step.
+    with _progress(total, state.step, train_config.progress and runtime.is_main) as bar, \
+            StopSignals() as signals, skip_value_checks():
         batches = epoch_batches(dataset, train_config, runtime, state.epoch, state.position)
         while state.step < total:
             batch = next(batches, None)
@@ -589,6 +869,9 @@ def train(train_config: TrainConfig) -> TrainResult:
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({name[:8]: f"{record[name]:.3f}" for name in (*OBJECTIVES, "total")})
+            if signals.requested(runtime):
+                save()
+                raise TrainingInterrupted(signals.received or "a signal to another rank", state.step, output_dir)
             if train_config.checkpoint_every and state.step % train_config.checkpoint_every == 0 \
                     and state.step < total:
                 save()

@@ -4,8 +4,8 @@ Each check raises an error that names the argument, what was expected and what
 came, so that a bad batch fails at the model's door instead of deep inside an
 embedding lookup.
 
-Two checks read tensor values (ids inside the vocabulary, vectors finite):
-each copies a value to the host, a synchronisation on CUDA that stalls the
+Three checks read tensor values (ids inside the vocabulary, masks of 0 and 1,
+vectors finite): each copies a value to the host, a synchronisation on CUDA that stalls the
 GPU. `skip_value_checks()` turns those two off for a hot training loop whose
 batches come from `qarac.data` (already checked there); the shape and dtype
 checks, which cost nothing, always run.
@@ -26,7 +26,7 @@ _value_checks_enabled = True
 
 @contextlib.contextmanager
 def skip_value_checks() -> Iterator[None]:
-    """Inside this block the value checks (vocabulary range, finite vectors) are skipped.
+    """Inside this block the value checks (vocabulary range, 0/1 masks, finite vectors) are skipped.
 
     Use it around a training loop on an accelerator: the checks force a
     host-device sync per call. Shape and dtype checks still run.
@@ -51,7 +51,8 @@ def check_token_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     Raises:
         TypeError: ids are not an integer tensor.
         ValueError: wrong rank, empty batch, ids outside the vocabulary, more
-            tokens than the position table allows, or a mask whose shape differs.
+            tokens than the position table allows, or a mask whose shape differs
+            or that holds values other than 0 and 1.
     """
     if not isinstance(input_ids, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
@@ -86,6 +87,18 @@ def _check_mask(attention_mask: torch.Tensor, ids_shape: torch.Size, name: str) 
     if attention_mask.shape != ids_shape:
         raise ValueError(f"attention_mask for {name} has shape {tuple(attention_mask.shape)} but the ids have "
                          f"shape {tuple(ids_shape)}; they must match")
+    if _value_checks_enabled and attention_mask.dtype != torch.bool:
+        _check_mask_values(attention_mask, name)
+
+
+def _check_mask_values(attention_mask: torch.Tensor, name: str) -> None:
+    # A 0.5 or a 2 would scale a token's weight in the pooling head and shift the additive
+    # attention bias: a different output, not an error, so it must be refused here.
+    bad = (attention_mask != 0) & (attention_mask != 1)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"attention_mask for {name} holds {attention_mask[where].item()} at (batch, token) {where}; "
+                         "expected 0 (padding) or 1 (token) only")
 
 
 def check_vectors(vector: torch.Tensor, config: QaracConfig, batch_size: int | None = None,

@@ -80,3 +80,72 @@ def test_module_entry_point_reports_errors_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("qarac train: error:")
+
+
+def test_new_run_over_an_old_one_is_refused_in_one_line(trained, capsys):
+    """Issue 13 item 1: `qarac train --output R` over a finished run deleted it silently."""
+    before = (trained / "loss_history.json").read_bytes()
+    _fails_with(capsys, ["train", "--output", str(trained), "--max-steps", "1", "--no-progress"],
+                "continue it with --resume, or replace it with --overwrite")
+    assert (trained / "loss_history.json").read_bytes() == before
+
+
+def test_output_naming_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    _fails_with(capsys, ["train", "--output", str(tmp_path / "file"), "--max-steps", "1"], "is a file")
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "-1"), ("--decay-rate", "inf"),
+                                         ("--epsilon", "0"), ("--keep-checkpoints", "0")])
+def test_bad_train_flags_fail_before_work(tmp_path, capsys, flag, value):
+    _fails_with(capsys, ["train", "--output", str(tmp_path / "out"), flag, value, "--max-steps", "1"],
+                flag.lstrip("-").replace("-", "_").replace("lr", "learning_rate"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_garbage_in_latest_names_the_file(trained, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "latest").write_bytes(b"\xff\x00garbage")
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")], str(run / "latest"))
+    _fails_with(capsys, ["train", "--output", str(run), "--resume", "--max-steps", "3"], str(run / "latest"))
+
+
+def test_version_and_train_help_give_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("qarac 0.")
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for fragment in ("--batch-size BATCH_SIZE examples per process (default: 16)", "(default: 0.99)",
+                     "all_text.csv, question_answering.csv, reasoning.csv, consistency.csv",
+                     "--keep-checkpoints KEEP_CHECKPOINTS", "--overwrite"):
+        assert fragment in help_text, fragment
+
+
+def test_encode_names_the_file_it_wrote_and_batches_agree(trained, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"Sentence number {i} is here.\n" for i in range(7)), encoding="utf-8")
+    main(["encode", str(trained), "--file", str(texts), "--output", str(tmp_path / "x"), "--batch-size", "3"])
+    assert capsys.readouterr().out.strip().endswith(f"written to {tmp_path / 'x.npy'}")
+    main(["encode", str(trained), "--file", str(texts), "--output", str(tmp_path / "y.npy")])
+    batched, whole = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    assert batched.shape == (7, 32)
+    np.testing.assert_allclose(batched, whole, rtol=0, atol=1e-6)  # padding to another length moves ~1e-7
+
+
+@pytest.mark.parametrize("max_length", ["-5", "0", "2", "1000"])
+def test_encode_bad_max_length_is_one_line(trained, tmp_path, capsys, max_length):
+    _fails_with(capsys, ["encode", str(trained), "hi", "--output", str(tmp_path / "v"), "--max-length", max_length],
+                f"max_length {max_length} is outside [3, 128]")
+
+
+def test_generate_takes_a_float64_vector_file(trained, tmp_path, capsys):
+    main(["encode", str(trained), "Socrates is a man.", "--output", str(tmp_path / "v.npy")])
+    np.save(tmp_path / "v64.npy", np.load(tmp_path / "v.npy").astype(np.float64)[0])  # (H,) float64
+    capsys.readouterr()
+    main(["generate", str(trained), "--vector", str(tmp_path / "v64.npy"), "--max-length", "6"])
+    assert len(capsys.readouterr().out.splitlines()) == 1

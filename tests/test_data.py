@@ -76,8 +76,9 @@ def write(tmp_path, text: str | bytes, name: str = "corpus.csv") -> Path:
 
 
 def test_loaders_read_quotes_extra_columns_and_bom(tmp_path):
-    path = write(tmp_path, '\ufeffid,question,answer\n7,"Where, exactly?","Here,\nand there."\n')
-    assert load_question_answering(path) == [("Where, exactly?", "Here,\nand there.")]
+    # Quoted commas and quotes are read; a field spanning lines is refused (tests/test_corpus_reading.py).
+    path = write(tmp_path, '\ufeffid,question,answer\n7,"Where, exactly?","Here, ""and"" there."\n')
+    assert load_question_answering(path) == [("Where, exactly?", 'Here, "and" there.')]
     path = write(tmp_path, "statement0,statement1,consistency\na,b,1\nc,d,-1\ne,f,0.0\n")
     assert load_consistency(path) == [("a", "b", 1), ("c", "d", -1), ("e", "f", 0)]
     path = write(tmp_path, "proposition0,proposition1,conclusion\np,q,r\n")

@@ -168,3 +168,46 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
     assert resume.returncode == 0, resume.stderr[-2000:]
     train(tiny_train_config(tmp_path / "whole", max_steps=steps))
     assert_bit_equal(saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "killed"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_a_checkpoint_then_exits_with_one_line(tmp_path, stop):
+    """Issue 13 item 5: Ctrl-C printed a 68-line traceback and saved nothing."""
+    steps = 60
+    args = [sys.executable, "-m", "qarac", "train", "--output", str(tmp_path / "stopped"), "--max-steps",
+            str(steps), "--checkpoint-every", "3", "--batch-size", "2", "--max-length", "24", "--lr", "1e-3",
+            "--no-progress"]
+    process = subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    pointer = tmp_path / "stopped" / LATEST_NAME
+    deadline = time.monotonic() + 120
+    while not pointer.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    message = stderr.strip().splitlines()
+    assert len(message) == 1 and f"stopped by {stop.name} after step" in message[0], stderr[-2000:]
+    stopped_at = int(message[0].split("after step ")[1].split(";")[0])
+    state = json.loads((latest_checkpoint(tmp_path / "stopped") / "training_state.json").read_text())
+    assert state["step"] == stopped_at and 0 < stopped_at < steps
+    resume = subprocess.run(args + ["--resume"], cwd=REPO, env=subprocess_env(), capture_output=True, text=True,
+                            timeout=120)
+    assert resume.returncode == 0, resume.stderr[-2000:]
+    train(tiny_train_config(tmp_path / "whole", max_steps=steps))
+    assert_bit_equal(saved_weights(tmp_path / "whole"), saved_weights(tmp_path / "stopped"))
+
+
+def test_training_loop_skips_the_value_checks(tmp_path, monkeypatch):
+    """Issue 13: the loop ran the per-call value checks (a host sync per step on a GPU);
+    its batches come from qarac.data, whose ids check_tokenizer_fits already bounded."""
+    import qarac.validation as validation
+
+    def host_sync(*args, **kwargs):
+        raise AssertionError("a value check ran inside the training loop")
+
+    monkeypatch.setattr(validation, "_check_vocabulary", host_sync)
+    monkeypatch.setattr(validation, "_check_mask_values", host_sync, raising=False)  # new in issue 13
+    assert train(tiny_train_config(tmp_path, max_steps=2)).state.step == 2
+    assert validation.value_checks_enabled()  # switched back on after the loop

@@ -98,3 +98,24 @@ def test_skip_value_checks_skips_only_the_value_checks():
     assert value_checks_enabled()
     with pytest.raises(ValueError, match="vocabulary"):
         check_token_ids(out_of_vocabulary, None, config)
+
+
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0])
+def test_mask_values_other_than_0_and_1_rejected(encoder, decoder, value):
+    """Issue 13 item 9: a 0.5 or 2 in the mask was accepted and changed the output."""
+    tokens = random_tokens(2, 5)
+    mask = tokens.attention_mask.float()
+    mask[1, 2] = value
+    with pytest.raises(ValueError, match=r"attention_mask for input_ids holds .* at \(batch, token\) \(1, 2\); "
+                                         r"expected 0 \(padding\) or 1"):
+        encoder(tokens.input_ids, mask)
+    with pytest.raises(ValueError, match="expected 0 .padding. or 1"):
+        decoder(torch.zeros(2, 32), tokens.input_ids, mask.long() if value == 2.0 else mask)
+
+
+def test_float_and_bool_masks_of_zeros_and_ones_accepted(encoder):
+    tokens = random_tokens(2, 5, lengths=[5, 3])
+    with torch.no_grad():
+        reference = encoder(tokens.input_ids, tokens.attention_mask)
+        for mask in (tokens.attention_mask.float(), tokens.attention_mask.bool()):
+            torch.testing.assert_close(encoder(tokens.input_ids, mask), reference)

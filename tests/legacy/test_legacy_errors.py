@@ -1,6 +1,7 @@
 """Bad input: clear errors that name the problem."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -89,7 +90,7 @@ def test_corrupt_weights_file(tmp_path):
 
     shutil.copy(tiny_model_dir() / "config.json", tmp_path / "config.json")
     (tmp_path / "model.safetensors").write_bytes(b"\x00not a safetensors file" * 10)
-    with pytest.raises(ValueError, match=r"could not load the weights in .*model.safetensors"):
+    with pytest.raises(ValueError, match=r"model.safetensors is not a readable safetensors file"):
         load_base_model(tmp_path)
 
 
@@ -113,3 +114,16 @@ def test_importing_the_packages_does_not_import_tensorflow():
 
     code = "import sys, qarac, legacy_keras; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("fault, name", [("missing", "encoder.layer.1.attention.self.query.weight"),
+                                         ("shape", "encoder.layer.0.output.dense.bias"),
+                                         ("no_format", "'format' metadata")])
+def test_legacy_refuses_incomplete_weights(tmp_path, fault, name):
+    """Issue 13 item 6: TF would initialise a missing tensor randomly and only warn."""
+    from qarac.presets import tiny_model_dir
+    from weights_helpers import faulty_model_dir
+
+    model_dir = faulty_model_dir(tiny_model_dir(), tmp_path / "model", fault)
+    with pytest.raises(ValueError, match=re.escape(name)):
+        load_base_model(model_dir)

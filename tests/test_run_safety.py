@@ -1,0 +1,215 @@
+"""Issue 13: nothing lost, nothing silently wrong in a training output directory.
+
+A new run never replaces an old one unasked (item 1); `latest` names a complete
+checkpoint at every instant of a save, also when the same step is saved again
+(item 2); stale staging files go, the last checkpoints stay (item 4); a resumed
+run refuses changed settings (item 8); bad settings fail before any work (item 7).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import qarac.train as train_module
+from qarac.checkpoint import CheckpointError
+from qarac.train import LATEST_NAME, TrainConfig, latest_checkpoint, train
+from training_helpers import assert_bit_equal, saved_weights, small_corpus, tiny_train_config
+
+
+def run_files(output: Path) -> dict[str, bytes]:
+    """Every file under `output`, by relative path, with its bytes."""
+    return {str(path.relative_to(output)): path.read_bytes() for path in sorted(output.rglob("*")) if path.is_file()}
+
+
+# --- item 1: a new run over an old one -----------------------------------------------------------
+
+def test_new_run_over_a_finished_run_is_refused(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=2))
+    before = run_files(tmp_path)
+    with pytest.raises(ValueError, match="--resume.*--overwrite") as error:
+        train(tiny_train_config(tmp_path, max_steps=3))
+    assert "\n" not in str(error.value)
+    assert run_files(tmp_path) == before  # nothing replaced, nothing removed
+
+
+def test_overwrite_replaces_the_old_run(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=3))
+    train(tiny_train_config(tmp_path, max_steps=2, overwrite=True, seed=1))
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000002"
+    assert len(json.loads((tmp_path / "loss_history.json").read_text())) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-00000002"]
+
+
+def test_resume_and_overwrite_together_are_refused():
+    with pytest.raises(ValueError, match="--resume and --overwrite"):
+        TrainConfig(output_dir="x", resume=True, overwrite=True)
+
+
+def test_missing_latest_error_advises_nothing_destructive(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=2))
+    (tmp_path / LATEST_NAME).unlink()
+    with pytest.raises(CheckpointError) as error:
+        train(tiny_train_config(tmp_path, max_steps=3, resume=True))
+    message = str(error.value)
+    assert "without --resume" not in message and "checkpoint-00000002" in message
+
+
+def test_output_naming_a_file_fails_before_training(tmp_path, monkeypatch):
+    target = tmp_path / "a_file"
+    target.write_text("keep me")
+    monkeypatch.setattr(train_module, "build_model", lambda *a: pytest.fail("training started"))
+    with pytest.raises(ValueError, match="is a file"):
+        train(tiny_train_config(target, max_steps=1))
+    assert target.read_text() == "keep me"
+
+
+# --- item 2 and 4: a kill at every step of the save sequence ------------------------------------
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing catches it."""
+
+
+FILESYSTEM_OPERATIONS = [(os, "replace"), (os, "rename"), (os, "unlink"), (os, "rmdir"), (shutil, "rmtree")]
+
+
+def kill_at(monkeypatch, index: int, output: Path, snapshot: Path) -> list[str]:
+    """Before filesystem operation number `index` (0-based) copy `output` to `snapshot` (what a
+    kill at that instant leaves) and raise Killed. Returns the operations seen, as they happen."""
+    seen: list[str] = []
+    originals = {(module, name): getattr(module, name) for module, name in FILESYSTEM_OPERATIONS}
+
+    def wrap(module, name):
+        original = originals[(module, name)]
+
+        def operation(*args, **kwargs):
+            if len(seen) == index:
+                seen.append(f"{name} (killed)")
+                for patched_module, patched_name in FILESYSTEM_OPERATIONS:  # copytree must run unpatched
+                    setattr(patched_module, patched_name, originals[(patched_module, patched_name)])
+                shutil.copytree(output, snapshot, symlinks=True)
+                raise Killed()
+            seen.append(name)
+            return original(*args, **kwargs)
+        return operation
+
+    for module, name in FILESYSTEM_OPERATIONS:
+        monkeypatch.setattr(module, name, wrap(module, name))
+    return seen
+
+
+@pytest.mark.parametrize("scenario", ["same_step", "next_step"])
+def test_kill_at_every_step_of_a_save_leaves_a_checkpoint_latest_names(tmp_path, monkeypatch, scenario):
+    """`same_step`: resuming a finished run saves its step again (the old code removed the
+    checkpoint `latest` named before renaming the new one in). `next_step`: one step more."""
+    data = small_corpus(tmp_path / "data", rows=5)
+    finished = tmp_path / "finished"
+    train(tiny_train_config(finished, data_dir=str(data), max_steps=2))
+    steps = 2 if scenario == "same_step" else 3
+    expected_dir = tmp_path / "expected"
+    shutil.copytree(finished, expected_dir)
+    train(tiny_train_config(expected_dir, data_dir=str(data), max_steps=steps, resume=True))
+    original = saved_weights(finished)
+    index, leftovers = 0, {}
+    while True:
+        output, snapshot = tmp_path / f"run{index}", tmp_path / f"killed{index}"
+        shutil.copytree(finished, output)
+        with monkeypatch.context() as patch:
+            seen = kill_at(patch, index, output, snapshot)
+            try:
+                train(tiny_train_config(output, data_dir=str(data), max_steps=steps, resume=True))
+            except Killed:
+                pass
+        if not snapshot.exists():  # the save sequence has fewer operations: every instant was tried
+            break
+        # At this instant `latest` names a complete checkpoint: the old one or the new one.
+        checkpoint = latest_checkpoint(snapshot)
+        weights = saved_weights(snapshot)
+        json.loads((checkpoint / "training_state.json").read_text())
+        if not all(torch.equal(weights[name], original[name]) for name in weights):
+            assert_bit_equal(saved_weights(expected_dir), weights)
+        # Resuming from what the kill left finishes the run and clears the leftovers (item 4).
+        train(tiny_train_config(snapshot, data_dir=str(data), max_steps=steps, resume=True))
+        assert_bit_equal(saved_weights(expected_dir), saved_weights(snapshot))
+        leftovers[index] = [p.name for p in snapshot.iterdir() if p.name.startswith(".")]
+        index += 1
+    assert index >= 4, seen  # staging rename, latest switch, history and plot at least
+    assert not any(leftovers.values()), leftovers
+
+
+# --- item 4: retention ---------------------------------------------------------------------------
+
+def test_last_two_checkpoints_are_kept(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=5, checkpoint_every=1))
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-"))
+    assert kept == ["checkpoint-00000004", "checkpoint-00000005"]
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000005"
+
+
+def test_keep_checkpoints_is_configurable(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=4, checkpoint_every=1, keep_checkpoints=3))
+    kept = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-"))
+    assert kept == ["checkpoint-00000002", "checkpoint-00000003", "checkpoint-00000004"]
+
+
+def test_resume_says_which_checkpoint_and_names_the_fallback(tmp_path, caplog):
+    import logging
+
+    train(tiny_train_config(tmp_path, max_steps=2, checkpoint_every=1))
+    with caplog.at_level(logging.INFO, logger="qarac.train"):
+        train(tiny_train_config(tmp_path, max_steps=3, resume=True))
+    assert "resuming from checkpoint-00000002 (step 2)" in caplog.text
+    (latest_checkpoint(tmp_path) / "model.safetensors").write_bytes(b"\0" * 64)  # the newest is corrupt
+    with pytest.raises(CheckpointError, match="checkpoint-00000002 is kept"):
+        train(tiny_train_config(tmp_path, max_steps=4, resume=True))
+
+
+# --- item 8: resume with changed settings --------------------------------------------------------
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    data = small_corpus(tmp_path / "data", rows=5)
+    train(tiny_train_config(tmp_path / "run", max_steps=2))
+    changed = dict(learning_rate=2e-3, batch_size=3, seed=4, data_dir=str(data), max_length=20,
+                   decay_steps=7, decay_rate=0.5)
+    with pytest.raises(CheckpointError) as error:
+        train(tiny_train_config(tmp_path / "run", max_steps=3, resume=True, **changed))
+    message = str(error.value)
+    assert "\n" not in message
+    for name in changed:
+        assert name in message, (name, message)
+    assert "batch_size 2 → 3" in message and "learning_rate 0.001 → 0.002" in message
+
+
+def test_resume_may_change_the_safe_settings(tmp_path):
+    train(tiny_train_config(tmp_path, max_steps=2))
+    state = train(tiny_train_config(tmp_path, max_steps=3, resume=True, checkpoint_every=1,
+                                    num_workers=0, epochs=5)).state
+    assert state.step == 3
+
+
+# --- item 7: settings checked before any work ----------------------------------------------------
+
+@pytest.mark.parametrize("setting", [dict(learning_rate=float("nan")), dict(learning_rate=float("inf")),
+                                     dict(decay_rate=float("nan")), dict(beta1=1.0), dict(beta2=-0.1),
+                                     dict(epsilon=0.0), dict(epsilon=float("nan")), dict(keep_checkpoints=0)])
+def test_bad_training_settings_are_refused(setting):
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        TrainConfig(output_dir="x", **setting)
+
+
+# --- permissions --------------------------------------------------------------------------------
+
+def test_run_files_get_the_users_normal_permissions(tmp_path):
+    """mkstemp/mkdtemp made them 0600 files and 0700 directories, unlike the tokenizer files."""
+    umask = os.umask(0o022)
+    try:
+        train(tiny_train_config(tmp_path, max_steps=1))
+    finally:
+        os.umask(umask)
+    modes = {str(path.relative_to(tmp_path)): path.stat().st_mode & 0o777 for path in tmp_path.rglob("*")}
+    assert {name: mode for name, mode in modes.items() if mode != (0o755 if (tmp_path / name).is_dir() else 0o644)} == {}
