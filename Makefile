@@ -11,7 +11,7 @@ MODERN_STAMP := $(MODERN)/.installed
 LEGACY_EXTRAS := legacy,test
 MODERN_EXTRAS := modern,test
 
-.PHONY: test test-modern parity install install-modern clean
+.PHONY: test test-modern parity reference install install-modern clean
 
 # $(1): venv directory, $(2): extras
 define bootstrap
@@ -36,12 +36,20 @@ install-modern: $(MODERN_STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# The port's own tests on transformers 5.x; TensorFlow must be absent there.
+# The port's own tests on transformers 5.x, and the port checked against the shipped reference
+# bundle; TensorFlow must be absent there.
 test-modern: $(MODERN_STAMP)
 	! $(MODERN_PY) -c "import tensorflow" 2>/dev/null
 	$(MODERN_PY) -m pytest -q
+	$(MODERN)/bin/qarac-parity check $(REFERENCE) --quiet
 
 PARITY_OUT ?= out/parity
+# The embedded tiny model's reference bundle, shipped in the repo; `make reference` records it again.
+REFERENCE := reference/tiny
+REFERENCE_STEPS := 3
+
+reference: $(STAMP)
+	$(VENV)/bin/qarac-parity record --out $(REFERENCE) --train-steps $(REFERENCE_STEPS) --overwrite
 
 parity: $(STAMP)
 	mkdir -p $(PARITY_OUT)

@@ -56,15 +56,24 @@ def _summary(run) -> dict[str, Any]:
             "passed": all(c.passed for c in values)}
 
 
+def _case(pt_legacy, tf_model, inputs, case: str, fallback: float):
+    """One batch compared as the harness does: the legacy captured live, then `forward_case`."""
+    from parity.capture import capture_keras
+    from parity.noise import legacy_floor_variants
+
+    legacy = capture_keras(tf_model, inputs)
+    return forward_case(pt_legacy, legacy, legacy_floor_variants(tf_model, inputs, legacy), inputs, case, None, fallback)
+
+
 def measure(model: str, root: Path) -> dict[str, Any]:
     directory = model_dir(model, root)
     tf_model, pt_legacy, _, weight_map = build_models(directory)
     batch = sample_batch(directory, pt_legacy.config, 4)
     fallback = fixed_tolerance(pt_legacy.config)
     start = time.perf_counter()
-    plain = forward_case(pt_legacy, tf_model, batch.inputs, "padded", None, fallback)
+    plain = _case(pt_legacy, tf_model, batch.inputs, "padded", fallback)
     with sharpened(pt_legacy, tf_model, weight_map):
-        sharp = forward_case(pt_legacy, tf_model, batch.inputs, "sharp", None, fallback)
+        sharp = _case(pt_legacy, tf_model, batch.inputs, "sharp", fallback)
     return {"model": model, "seconds": time.perf_counter() - start, "plain": _summary(plain), "sharp": _summary(sharp)}
 
 

@@ -96,13 +96,14 @@ def introduced_backward(pt_model: Any, legacy: LegacyBackward, inputs: Mapping[s
     results = []
     for name in legacy.order:
         args, kwargs = calls[name]
-        stage_input = torch.tensor(legacy.stage_inputs[name], dtype=torch.float32, requires_grad=True)
+        device = next(pt_model.parameters()).device
+        stage_input = torch.tensor(legacy.stage_inputs[name], dtype=torch.float32, device=device, requires_grad=True)
         output = modules[stage_site(name)](stage_input, *args[1:], **kwargs)
         output = output[0] if isinstance(output, (tuple, list)) else output
-        output.backward(torch.tensor(np.array(legacy.upstream[name]), dtype=output.dtype))
+        output.backward(torch.tensor(np.array(legacy.upstream[name]), dtype=output.dtype, device=device))
         reference = legacy.input_gradients[name]
         scale = max(float(np.abs(reference).max(initial=0.0)), np.finfo(np.float32).tiny)
-        comparison = compare_arrays(name, stage_input.grad.numpy() / scale, reference / scale, tolerance,
+        comparison = compare_arrays(name, stage_input.grad.cpu().numpy() / scale, reference / scale, tolerance,
                                     stage_mask(name, inputs))
         results.append(comparison)
     return results

@@ -153,7 +153,7 @@ def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None =
         name = recorder.name(site)
         replacement = (substitute or {}).get(name)
         if replacement is not None and args:
-            args = (torch.as_tensor(replacement, dtype=args[0].dtype), *args[1:])
+            args = (torch.as_tensor(replacement, dtype=args[0].dtype, device=args[0].device), *args[1:])
         stage_input = None if site.endswith("embeddings") else args[0]
         pending[site].append((name, stage_input))
         return args, kwargs

@@ -233,7 +233,7 @@ def main_record(argv: list[str]) -> int:
         check_flags(args)
         if args.out.exists() and not args.overwrite:
             raise BundleError(f"--out {args.out} already exists; pass --overwrite to replace it")
-        check_writable(args.out, "--out")
+        check_writable(args.out.parent / f".{args.out.name}.probe", "--out")  # its directory must take a new entry
         if args.model is None:
             from qarac.presets import tiny_model_dir
 

@@ -221,7 +221,7 @@ DEFAULT_PRESET = "all options (default preset)"
 def _switched(config: QaracConfig, label: str, options: list[str], weights, reference_outputs, reference_losses,
               inputs, targets) -> Deviation:
     """Run the legacy weights under `config` and hold the change against the options' declared regions."""
-    model = QaracTrainerModel(config).eval()
+    model = QaracTrainerModel(config).to(next(iter(weights.values())).device).eval()
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or any(".pooler." not in name for name in unexpected):
         raise RuntimeError(f"switching {label} changed the weights beyond the pooler: {missing} {unexpected}")
@@ -243,7 +243,7 @@ def _switched(config: QaracConfig, label: str, options: list[str], weights, refe
 
 def _padded(tokens) -> np.ndarray:
     """(B,) rows holding padding."""
-    return (tokens.attention_mask == 0).any(dim=1).numpy()
+    return (tokens.attention_mask == 0).any(dim=1).cpu().numpy()
 
 
 def _inside_rows(region: DeviationRegion, name: str, inputs, batch: int) -> np.ndarray:
@@ -262,7 +262,7 @@ def enforce(deviation: Deviation, regions: list[DeviationRegion], outputs, refer
     Several regions (the default preset: every option switched) explain their union.
     """
     for name, value in outputs.items():
-        change = (value - reference_outputs[name]).abs().reshape(value.shape[0], -1).amax(dim=1).numpy()  # (B,)
+        change = (value - reference_outputs[name]).abs().reshape(value.shape[0], -1).amax(dim=1).cpu().numpy()  # (B,)
         inside = np.any([_inside_rows(region, name, inputs, len(change)) for region in regions], axis=0)
         deviation.explained_change[f"output:{name}"] = float(change[inside].max(initial=0.0))
         deviation.unexplained_change[f"output:{name}"] = float(change[~inside].max(initial=0.0))

@@ -20,7 +20,7 @@ import torch
 
 from parity import forward, gradient_parity, gradients
 from parity.capture import Capture, capture_keras
-from parity.noise import FLOOR_BOUND, measure_floors
+from parity.noise import FLOOR_BOUND, legacy_floor_variants, measure_floors
 from parity.sharp import sharpened
 
 
@@ -60,8 +60,8 @@ def record_legacy(models: Models) -> LegacyRecord:
         with _weights_for(case, models):
             captures[case] = capture_keras(models.tf_model, models.batch.inputs)
             pt = capture_torch(models.pt_legacy, models.batch.inputs)
-            floors[case] = measure_floors(models.pt_legacy, models.tf_model, models.batch.inputs, pt,
-                                          captures[case]).floor
+            legacy_noise = legacy_floor_variants(models.tf_model, models.batch.inputs, captures[case])
+            floors[case] = measure_floors(models.pt_legacy, models.batch.inputs, pt, captures[case], legacy_noise).floor
     grads = gradient_parity.to_pt_names(tf_gradients(models.tf_model, models.batch.inputs, models.batch.targets,
                                                      "eager"), models.weight_map)
     return LegacyRecord(captures, floors, grads, [entry.pt_name for entry in models.weight_map.entries],

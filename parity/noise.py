@@ -135,6 +135,8 @@ def _twins(pt_model) -> tuple[Any, Any]:
         with _default_dtype(torch.float64):
             float64 = type(pt_model)(pt_model.config).double().eval()
         eager = type(pt_model)(pt_model.config.replace(attn_implementation="eager")).eval()
+        device = next(pt_model.parameters()).device  # `check --device cuda`: the twins run beside the port
+        float64, eager = float64.to(device), eager.to(device)
         _TWINS[pt_model] = (float64, eager)
     float64, eager = _TWINS[pt_model]
     state = pt_model.state_dict()

@@ -11,7 +11,7 @@ from parity import mutations  # noqa: E402
 from parity.capture import capture_keras, capture_torch  # noqa: E402
 from parity.harness import build_models  # noqa: E402
 from parity.inputs import sample_batch  # noqa: E402
-from parity.noise import FLOOR_BOUND, measure_floors  # noqa: E402
+from parity.noise import FLOOR_BOUND, legacy_floor_variants, measure_floors  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,8 @@ def test_float64_oracle_cannot_hide_a_port_bug(models):
     legacy = capture_keras(models.tf_model, inputs)
     with mutations.swapped_weights(models.pt_legacy):
         pt = capture_torch(models.pt_legacy, inputs)
-        floors = measure_floors(models.pt_legacy, models.tf_model, inputs, pt, legacy).floor
+        floors = measure_floors(models.pt_legacy, inputs, pt, legacy,
+                                legacy_floor_variants(models.tf_model, inputs, legacy)).floor
     stage = "decoder base: layer 0 (offset_text)"
     assert floors[stage] < 1e-5  # rounding noise, not the bug
     error = np.abs(pt.stage_outputs[stage] - legacy.stage_outputs[stage]).max()
