@@ -114,6 +114,15 @@ def check_writable(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: directory {parent} is not writable")
 
 
+def check_creatable(path: Path, flag: str) -> None:
+    """A directory can be created at `path`: its nearest existing ancestor is a writable directory."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {ancestor} is not a writable directory")
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Fail fast, with one line, on a directory the harness cannot use: no safetensors
     weights, or weights that are not exactly the base's (both sides are built with the pooler)."""
@@ -233,7 +242,7 @@ def main_record(argv: list[str]) -> int:
         check_flags(args)
         if args.out.exists() and not args.overwrite:
             raise BundleError(f"--out {args.out} already exists; pass --overwrite to replace it")
-        check_writable(args.out.parent / f".{args.out.name}.probe", "--out")  # its directory must take a new entry
+        check_creatable(args.out, "--out")
         if args.model is None:
             from qarac.presets import tiny_model_dir
 
