@@ -140,3 +140,19 @@ def test_backward_error_is_located_at_the_stage_that_introduces_it(models):
     finally:
         del output.forward
     assert next(c.name for c in planted if not c.passed) == "decoder head: layer_1 (offset_text)"
+
+
+def test_output_failing_with_no_stage_failing_is_a_localisation_failure(models, record, monkeypatch):
+    """A bug in glue no stage covers (the trainer's cosine) fails an output while every stage passes:
+    the comparison reports the output as unlocated, which fails the harness's `localised` check."""
+    import qarac.trainer
+
+    from parity.forward import compare_captures
+
+    original = qarac.trainer.cosine
+    monkeypatch.setattr(qarac.trainer, "cosine", lambda a, b: 0.99 * original(a, b))
+    inputs = models.batch.inputs
+    pt = capture_torch(models.pt_legacy, inputs)
+    result = compare_captures(pt, record.captures["padded"], inputs, "padded", floors=record.floors["padded"],
+                              bound=FLOOR_BOUND)
+    assert result.first_failure is None and result.unlocated == ["padded.trainer.consistency"]
