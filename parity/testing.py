@@ -26,6 +26,11 @@ from parity.record import read_reference
 
 # The cases whose outputs are compared (the all-padding row is compared by `check` only).
 OUTPUT_CASES = ("padded", "unpadded", "max_length")
+# Default forward tolerance, relative to each output's largest legacy magnitude (at least 1):
+# on the tiny model the question-answering difference reaches |20| on the max-length batch,
+# where two float32 libraries differ by 1.1e-5 (5e-7 relative; transformers 5.24 + torch 2.13
+# against the recording on 4.57 + TF 2.21).
+RELATIVE_TOLERANCE = 1e-5
 TOKEN_OUTPUTS = {"encode_decode": "offset_text", "reasoning": "conclusion_offset"}
 
 
@@ -37,7 +42,8 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
         model: a trainer in the legacy preset with `QaracTrainerModel`'s parameter names; its
             weights are replaced by the bundle's.
         bundle: a reference bundle directory (`qarac-parity record`).
-        tolerance: absolute forward tolerance; default `parity.harness.fixed_tolerance` of the model.
+        tolerance: absolute forward tolerance; default `RELATIVE_TOLERANCE` times each output's
+            largest legacy magnitude (at least 1).
         gradients: also compare the gradients of the total loss with the legacy's eager ones.
 
     Returns: every comparison made (forward `Comparison`s, then gradient comparisons).
@@ -47,13 +53,10 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
         RuntimeError: the bundle's weights do not fit `model`.
         ParityFailure: some output or gradient is over tolerance.
     """
-    from parity.harness import fixed_tolerance
-
     run = read_reference(Path(bundle))
     state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
     model.load_state_dict(state, strict=True)
     model.eval()
-    tolerance = fixed_tolerance(model.config) if tolerance is None else tolerance
     comparisons: list[Any] = []
     with torch.no_grad():
         for case in OUTPUT_CASES:
@@ -61,7 +64,8 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
             for name, legacy in run.captures[case].outputs.items():
                 token = TOKEN_OUTPUTS.get(name)
                 mask = run.inputs[case][token].attention_mask.numpy() if token else None
-                comparisons.append(compare_arrays(f"{case}.{name}", outputs[name].numpy(), legacy, tolerance, mask))
+                bound = tolerance if tolerance is not None else RELATIVE_TOLERANCE * max(1.0, float(np.abs(legacy).max()))
+                comparisons.append(compare_arrays(f"{case}.{name}", outputs[name].numpy(), legacy, bound, mask))
     if gradients:
         comparisons.extend(compare_gradients(torch_gradients(model, run.inputs["padded"], run.targets),
                                              run.gradients["tf/eager"]))

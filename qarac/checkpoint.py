@@ -179,7 +179,7 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
     if config is not None:
         options["attn_implementation"] = config.attn_implementation
     try:
-        with _no_progress_bar():
+        with no_progress_bar():
             return RobertaModel.from_pretrained(directory, add_pooling_layer=keep_pooler, use_safetensors=True,
                                                 local_files_only=True, **options)
     except (OSError, ValueError, RuntimeError) as error:
@@ -187,8 +187,8 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
 
 
 @contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """transformers 5 draws a progress bar on stderr per `from_pretrained`; a load here is one step of a command."""
+def no_progress_bar() -> Iterator[None]:
+    """transformers 5 draws a progress bar on stderr per `from_pretrained` / `save_pretrained`; here each is one step of a command."""
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 
 from qarac import _hf  # noqa: F401
+from qarac.checkpoint import no_progress_bar
 from transformers import RobertaConfig, RobertaModel
 
 _SPECIAL_IDS = dict(bos_token_id=0, pad_token_id=1, eos_token_id=2)
@@ -85,7 +86,8 @@ def build_base_checkpoint(directory: str | os.PathLike, preset: str = "tiny", se
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        model.save_pretrained(staging, safe_serialization=True)
+        with no_progress_bar():
+            model.save_pretrained(staging, safe_serialization=True)
         _save_tokenizer_if_compatible(staging, config.vocab_size)
         if directory.exists():
             shutil.rmtree(directory)
