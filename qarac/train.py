@@ -539,7 +539,10 @@ def changed_settings(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     for field in dataclasses.fields(current):
         if field.name in RESUMABLE_SETTINGS:
             continue
-        old, new = saved.get(field.name, field.default), getattr(current, field.name)
+        # The saved settings went through JSON (a tuple came back as a list): compare JSON forms.
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        old = json.loads(json.dumps(saved.get(field.name, default), default=str))
+        new = json.loads(json.dumps(getattr(current, field.name), default=str))
         if field.name in PATH_SETTINGS and old is not None and new is not None:
             if Path(old).resolve() == Path(new).resolve():
                 continue

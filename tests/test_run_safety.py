@@ -213,3 +213,17 @@ def test_run_files_get_the_users_normal_permissions(tmp_path):
         os.umask(umask)
     modes = {str(path.relative_to(tmp_path)): path.stat().st_mode & 0o777 for path in tmp_path.rglob("*")}
     assert {name: mode for name, mode in modes.items() if mode != (0o755 if (tmp_path / name).is_dir() else 0o644)} == {}
+
+
+def test_settings_read_back_from_json_compare_equal_and_a_changed_data_option_is_listed(tmp_path):
+    """The saved settings are JSON: a tuple (data_options) comes back as a list and must still compare equal."""
+    import dataclasses
+    import json
+
+    from qarac.train import TrainConfig, changed_settings
+
+    config = TrainConfig(output_dir=str(tmp_path), data_options=("padding=corpus_fit",))
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert changed_settings(saved, config) == []
+    changed = dataclasses.replace(config, data_options=("padding=corpus",))
+    assert changed_settings(saved, changed) == ["data_options ['padding=corpus_fit'] → ['padding=corpus']"]
