@@ -123,6 +123,15 @@ def check_creatable(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: {ancestor} is not a writable directory")
 
 
+def check_tensorflow() -> None:
+    """The live run and `record` run the legacy: refuse, in one line, where TensorFlow is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ValueError("the live run and `record` need TensorFlow (the `legacy` extra: pip install -e '.[legacy]'); "
+                         "without it, check the port against a reference bundle: qarac-parity check BUNDLE")
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Fail fast, with one line, on a directory the harness cannot use: no safetensors
     weights, or weights that are not exactly the base's (both sides are built with the pooler)."""
@@ -248,6 +257,7 @@ def main_record(argv: list[str]) -> int:
 
             args.model = tiny_model_dir()
         check_model_dir(args.model)
+        check_tensorflow()
     except (CheckpointError, BundleError, ValueError, OSError) as error:
         return _fail(error)
     if not args.verbose:
@@ -326,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = tiny_model_dir()
         check_model_dir(args.model)
+        check_tensorflow()
     except (CheckpointError, ValueError, OSError) as error:
         return _fail(error)
 

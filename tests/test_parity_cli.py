@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import parity.cli
 import parity.harness
 import parity.plot
 import parity.report
@@ -31,6 +32,7 @@ def no_harness(monkeypatch):
 @pytest.fixture
 def fake_harness(monkeypatch):
     monkeypatch.setattr(parity.harness, "run_parity", lambda *a, **k: fake_report())
+    monkeypatch.setattr(parity.cli, "check_tensorflow", lambda: None)  # the faked harness needs none
 
 
 def _error_line(capsys) -> str:
@@ -82,6 +84,7 @@ def test_quiet_prints_the_verdict_line(fake_harness, capsys):
 
 @pytest.mark.slow
 def test_quiet_run_prints_one_line_and_no_tensorflow_log(tmp_path, tiny_model_dir):
+    pytest.importorskip("tensorflow", reason="the live run needs the `legacy` extra")
     result = subprocess.run([sys.executable, "-m", "parity", "--model", str(tiny_model_dir), "--quiet",
                              "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,6 +92,18 @@ def test_quiet_run_prints_one_line_and_no_tensorflow_log(tmp_path, tiny_model_di
     for noise in ("cuInit", "absl", "oneDNN", "cudart"):
         assert noise not in result.stderr, result.stderr[-3000:]
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
+
+
+@pytest.mark.parametrize("command", [[], ["record", "--out", "bundle"]])
+def test_live_run_and_record_without_tensorflow_fail_in_one_line(command, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else find_spec(name, *a))
+    monkeypatch.chdir(tmp_path)
+    assert main(command) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "need TensorFlow" in error and "qarac-parity check" in error, error
 
 
 def markdown_report() -> ParityReport:
