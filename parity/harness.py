@@ -246,7 +246,8 @@ def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.de
     with timer.stage("determinism"):
         report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
     with timer.stage("gradients"):
-        _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets)
+        _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets,
+                           lambda step: progress(f"gradients: {step}"))
     with timer.stage("deviations"):
         report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, inputs["padded"], targets)]
     if run.training is not None:
@@ -324,14 +325,13 @@ def finish_fit_probe(probe: subprocess.Popen, timeout: float = 900) -> list[str]
     return json.loads(stdout)["missing_gradients"]
 
 
-def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, targets) -> None:
+def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, targets,
+                       progress: Callable[[str], None] = lambda step: None) -> None:
     """Census of every mode (recorded TF modes, live PyTorch presets), reachability, gradient parity, backward."""
-    raw = {
-        "tf/eager": run.gradients["tf/eager"],
-        "tf/graph": run.gradients["tf/graph"],
-        "pt/legacy": gradients.torch_gradients(pt_legacy, inputs, targets),
-        "pt/default": gradients.torch_gradients(pt_default, inputs, targets),
-    }
+    raw = {"tf/eager": run.gradients["tf/eager"], "tf/graph": run.gradients["tf/graph"]}
+    for mode, model in (("pt/legacy", pt_legacy), ("pt/default", pt_default)):
+        progress(mode)
+        raw[mode] = gradients.torch_gradients(model, inputs, targets)
     canonical = list(run.parameters)  # every legacy-preset parameter, once
     fit_missing = set(run.fit_missing)
     references = [raw["pt/legacy"], raw["tf/eager"]]
@@ -345,6 +345,7 @@ def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, ta
     order = ("tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default")
     report.gradients = {key: flows[key].to_dict() for key in order}
     report.gradients["tf/fit"]["warning_names"] = list(run.fit_warning)  # as TensorFlow printed them
+    progress("reachability per objective")
     report.reachability = {
         "pt/legacy": gradients.torch_reachability(pt_legacy, inputs, targets),
         "pt/default": gradients.torch_reachability(pt_default, inputs, targets),
@@ -352,6 +353,7 @@ def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, ta
                                             for objective in gradients.OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
+    progress("backward per stage")
     report.stage_gradient_errors = [c.to_dict() for c in backward.introduced_backward(
         pt_legacy, run.backward, inputs, gradient_parity.GRADIENT_TOLERANCE)]
     report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors

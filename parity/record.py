@@ -149,13 +149,15 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
                    "tf_repeat_identical": all(np.array_equal(again.arrays()[k], v)
                                               for k, v in captures["padded"].arrays().items())}
     lap("forward")
-    progress("legacy: gradients")
+    progress("legacy: gradients tf/eager (total and per objective)")
     to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
     eager = tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets)
-    grads = {"tf/eager": to_pt(eager[None]),
-             **{f"tf/eager:{objective}": to_pt(eager[objective]) for objective in OBJECTIVES},
-             "tf/graph": to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph"))}
+    grads = {"tf/eager": to_pt(eager[None]), **{f"tf/eager:{objective}": to_pt(eager[objective]) for objective in OBJECTIVES}}
+    progress("legacy: gradients tf/graph")
+    grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph"))
+    progress("legacy: backward per stage")
     legacy_backward = backward.legacy_backward(tf_model, batch.inputs, batch.targets)
+    progress("legacy: gradients tf/fit (the fit probe)")
     fit_warning = finish_fit_probe(fit_probe)
     lap("gradients")
     training = None

@@ -157,3 +157,13 @@ def test_the_bundle_holds_what_it_says(run):
 def test_bundle_errors_name_the_directory(tmp_path):
     with pytest.raises(BundleError, match=str(tmp_path / "absent")):
         read_reference(tmp_path / "absent")
+
+
+def test_check_reports_progress_per_gradient_mode(run):
+    from parity.harness import check
+
+    seen: list[str] = []
+    assert check(run, progress=seen.append).passed
+    assert [s for s in seen if s.startswith("gradients")] == [
+        "gradients", "gradients: pt/legacy", "gradients: pt/default", "gradients: reachability per objective",
+        "gradients: backward per stage"]
