@@ -71,7 +71,8 @@ class LegacyRun:
         captures: case -> the legacy's captured forward (`CAPTURES`).
         legacy_floors: case -> value -> noise variant -> the legacy's own difference.
         determinism: `tf_tf32_off`, `tf_repeat_identical`.
-        gradients: "tf/eager", "tf/eager:<objective>", "tf/graph" -> PyTorch name -> gradient or None.
+        gradients: "tf/eager", "tf/eager:<objective>", "tf/graph" -> PyTorch name -> gradient or None
+            (read from a bundle, a per-objective entry is its largest magnitude, (1,): all reachability reads).
         fit_warning: the variables TensorFlow's `fit` warning names, as it printed them.
         parameters: every parameter of the legacy preset, once (canonical PyTorch names).
         fit_missing: the fit warning's variables, by canonical PyTorch name.
@@ -194,6 +195,21 @@ def _gradients(prefix: str, grads: Mapping[str, np.ndarray | None], bundle: Bund
     return missing
 
 
+def _kept(mode: str, grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+    """Per-objective gradients serve only reachability (does an objective reach a parameter?):
+    the bundle keeps each one's largest magnitude, not the whole array (4 x the weights' size)."""
+    if ":" not in mode:
+        return dict(grads)
+    return {name: None if value is None else np.abs(value).max(initial=0.0).reshape(1)
+            for name, value in grads.items()}
+
+
+def _what(mode: str) -> str:
+    if ":" in mode:
+        return f"legacy {mode.replace(':', ' gradient of the ')} loss: largest magnitude (1,)"
+    return f"legacy {mode} gradient of the total loss"
+
+
 def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     """The run as a reference bundle (arrays, JSON results, and `model_files`: config and tokenizer)."""
     bundle = Bundle(meta=dict(run.meta), model_dir=model_files)
@@ -208,7 +224,7 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     for case, capture in run.captures.items():
         for name, value in capture.arrays().items():
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
-    missing = {mode: _gradients(f"gradients/{mode}", grads, bundle, f"legacy {mode} gradient of the loss")
+    missing = {mode: _gradients(f"gradients/{mode}", _kept(mode, grads), bundle, _what(mode))
                for mode, grads in run.gradients.items()}
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():
