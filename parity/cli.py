@@ -275,7 +275,7 @@ def main_record(argv: list[str]) -> int:
 
 
 def main_check(argv: list[str]) -> int:
-    from parity.bundle import BundleError, check_same_model, vocabulary_sha256
+    from parity.bundle import BundleError, check_same_model
 
     args = parse_check_args(argv)
     try:

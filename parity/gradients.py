@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
 
 from parity.groups import ordered_groups, parameter_group
 from qarac import QaracLoss, QaracTrainerModel

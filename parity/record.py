@@ -130,7 +130,8 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
 
     fit_probe = start_fit_probe(model_dir, seed)  # beside the rest: tracing `fit` is the slowest step
     progress("legacy: build")
-    tf_model, pt_legacy, _, weight_map = build_models(model_dir, seed)
+    tf_model, pt_legacy, pt_default, weight_map = build_models(model_dir, seed)
+    del pt_default  # `check` builds the default preset from the recorded weights
     batch = sample_batch(model_dir, pt_legacy.config, batch_size, seed)
     inputs = {"padded": batch.inputs, "unpadded": unpadded(batch).inputs,
               "max_length": max_length_batch(pt_legacy.config, seed), "all_padding_row": all_padding_row(batch).inputs}
@@ -153,7 +154,10 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     progress("legacy: gradients tf/eager (total and per objective)")
     to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
     eager = tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets)
-    grads = {"tf/eager": to_pt(eager[None]), **{f"tf/eager:{objective}": to_pt(eager[objective]) for objective in OBJECTIVES}}
+    # Per objective only reachability is read: keep each gradient's largest magnitude, not four
+    # more copies of the weights' size (roberta-base shapes: 4 GB).
+    grads = {"tf/eager": to_pt(eager.pop(None)),
+             **{f"tf/eager:{objective}": largest_magnitudes(to_pt(eager.pop(objective))) for objective in OBJECTIVES}}
     progress("legacy: gradients tf/graph")
     grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph"))
     progress("legacy: backward per stage")
@@ -195,11 +199,9 @@ def _gradients(prefix: str, grads: Mapping[str, np.ndarray | None], bundle: Bund
     return missing
 
 
-def _kept(mode: str, grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+def largest_magnitudes(grads: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
     """Per-objective gradients serve only reachability (does an objective reach a parameter?):
-    the bundle keeps each one's largest magnitude, not the whole array (4 x the weights' size)."""
-    if ":" not in mode:
-        return dict(grads)
+    each one's largest magnitude is kept, (1,), not the whole array (4 x the weights' size)."""
     return {name: None if value is None else np.abs(value).max(initial=0.0).reshape(1)
             for name, value in grads.items()}
 
@@ -224,7 +226,8 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     for case, capture in run.captures.items():
         for name, value in capture.arrays().items():
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
-    missing = {mode: _gradients(f"gradients/{mode}", _kept(mode, grads), bundle, _what(mode))
+    missing = {mode: _gradients(f"gradients/{mode}", largest_magnitudes(grads) if ":" in mode else grads, bundle,
+                                _what(mode))
                for mode, grads in run.gradients.items()}
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():

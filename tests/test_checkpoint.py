@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from model_helpers import random_tokens, tiny_config, trainer_batch
+from model_helpers import tiny_config, trainer_batch
 from qarac import QaracDecoderModel, QaracEncoderModel, QaracTrainerModel
 from qarac.checkpoint import CheckpointError, load_base_model
 

@@ -1,6 +1,5 @@
 """Encoder: padding invariance (default) and the legacy padding leak."""
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from qarac.presets import ROBERTA_BASE, build_base_checkpoint, roberta_config
 

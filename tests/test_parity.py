@@ -8,7 +8,7 @@ import torch
 
 tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 
-from model_helpers import tiny_config, trainer_batch  # noqa: E402
+from model_helpers import trainer_batch  # noqa: E402
 from parity import bridge  # noqa: E402
 from parity.compare import ParityFailure, compare_arrays  # noqa: E402
 from parity.forward import assert_forward_parity, localise  # noqa: E402

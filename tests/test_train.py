@@ -4,7 +4,6 @@ loss, bit-exact resume (also after kill -9) and atomic checkpoints."""
 from __future__ import annotations
 
 import json
-import math
 import signal
 import subprocess
 import sys
