@@ -153,11 +153,11 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     lap("forward")
     progress("legacy: gradients tf/eager (total and per objective)")
     to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
-    eager = tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets)
     # Per objective only reachability is read: keep each gradient's largest magnitude, not four
     # more copies of the weights' size (roberta-base shapes: 4 GB).
+    eager = tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets, reduce=largest_magnitudes)
     grads = {"tf/eager": to_pt(eager.pop(None)),
-             **{f"tf/eager:{objective}": largest_magnitudes(to_pt(eager.pop(objective))) for objective in OBJECTIVES}}
+             **{f"tf/eager:{objective}": to_pt(eager.pop(objective)) for objective in OBJECTIVES}}
     progress("legacy: gradients tf/graph")
     grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph"))
     progress("legacy: backward per stage")

@@ -85,15 +85,23 @@ def tf_gradients(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, An
     return _named_numpy(model.trainable_variables, step(model, batch, tf_target, objective))
 
 
-def tf_eager_gradients_per_objective(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]
-                                     ) -> dict[str | None, dict[str, np.ndarray | None]]:
-    """Eager gradients of the total loss (key None) and of each objective, from one forward pass."""
+def tf_eager_gradients_per_objective(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any],
+                                     reduce: Any = None) -> dict[str | None, dict[str, np.ndarray | None]]:
+    """Eager gradients of the total loss (key None) and of each objective, from one forward pass.
+
+    Args:
+        reduce: applied to each objective's named gradients as soon as they are taken (the total's
+            are kept whole), so that five full gradient sets never sit in memory at once.
+    """
     batch = tf_inputs(inputs)
     tf_target = tf_targets(targets, model.question_encoder.config.hidden_size)
     with tf.GradientTape(persistent=True) as tape:
         losses = _objective_losses(model(batch, training=False), tf_target)
         losses[None] = tf.add_n(list(losses.values()))
     variables = model.trainable_variables
-    result = {objective: _named_numpy(variables, tape.gradient(loss, variables)) for objective, loss in losses.items()}
+    result = {}
+    for objective, loss in losses.items():
+        named = _named_numpy(variables, tape.gradient(loss, variables))
+        result[objective] = named if reduce is None or objective is None else reduce(named)
     del tape
     return result
