@@ -285,13 +285,14 @@ def main_check(argv: list[str]) -> int:
 
         run = read_reference(args.bundle)
         if args.model is not None:
-            from parity.bundle import read_bundle
+            from parity.bundle import Bundle
             from parity.inputs import tokenizer_for
             from qarac import QaracConfig
 
             architecture = QaracConfig.from_roberta_config(read_roberta_config(args.model))
             tokenizer = tokenizer_for(args.model, architecture)
-            check_same_model(read_bundle(args.bundle), dict(architecture.base), tokenizer.get_vocab())
+            recorded = Bundle(meta=run.meta, directory=args.bundle)  # already read and checked above
+            check_same_model(recorded, dict(architecture.base), tokenizer.get_vocab())
     except (CheckpointError, BundleError, ValueError, OSError) as error:
         return _fail(error)
     silence_library_logs()
