@@ -100,12 +100,12 @@ def determinism_checks(pt_model: QaracTrainerModel, inputs, pt_first: Capture,
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     pt_model.eval()
-    pt_again = capture_torch(pt_model, inputs)
+    pt_again = capture_torch(pt_model, inputs).arrays()
     return {
         "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
         "tf_tf32_off": bool(recorded["tf_tf32_off"]),
         "torch_dropout_off": not any(module.training for module in pt_model.modules()),
-        "torch_repeat_identical": all(np.array_equal(pt_again.arrays()[k], v) for k, v in pt_first.arrays().items()),
+        "torch_repeat_identical": all(np.array_equal(pt_again[k], v) for k, v in pt_first.arrays().items()),
         "tf_repeat_identical": bool(recorded["tf_repeat_identical"]),
     }
 

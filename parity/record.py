@@ -35,8 +35,6 @@ CASES = ("padded", "unpadded", "max_length", "all_padding_row")
 # Captured forwards: each batch with the model's weights, and the padded batch with the
 # sharpened weight set (`parity.sharp`).
 CAPTURES = (*CASES, "sharp")
-FLOOR_CASES = ("padded", "unpadded", "max_length", "sharp")
-GRADIENT_MODES = ("tf/eager", "tf/graph")
 OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
 
 
@@ -144,12 +142,11 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
         captures["sharp"] = capture_keras(tf_model, inputs["padded"])
         sharp_floors = noise.legacy_floor_variants(tf_model, inputs["padded"], captures["sharp"], seed)
     floors = {case: noise.legacy_floor_variants(tf_model, inputs[case], captures[case], seed)
-              for case in FLOOR_CASES if case != "sharp"}
+              for case in ("padded", "unpadded", "max_length")}
     floors["sharp"] = sharp_floors
-    again = capture_keras(tf_model, inputs["padded"])
+    again = capture_keras(tf_model, inputs["padded"]).arrays()
     determinism = {"tf_tf32_off": disable_tf32(),
-                   "tf_repeat_identical": all(np.array_equal(again.arrays()[k], v)
-                                              for k, v in captures["padded"].arrays().items())}
+                   "tf_repeat_identical": all(np.array_equal(again[k], v) for k, v in captures["padded"].arrays().items())}
     lap("forward")
     progress("legacy: gradients tf/eager (total and per objective)")
     to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
@@ -226,8 +223,7 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     for case, capture in run.captures.items():
         for name, value in capture.arrays().items():
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
-    missing = {mode: _gradients(f"gradients/{mode}", largest_magnitudes(grads) if ":" in mode else grads, bundle,
-                                _what(mode))
+    missing = {mode: _gradients(f"gradients/{mode}", grads, bundle, _what(mode))
                for mode, grads in run.gradients.items()}
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():
