@@ -88,7 +88,8 @@ def _tape_gradients(trainer, batch, targets, training: bool):
     return tape.gradient(loss, trainer.trainable_variables)
 
 
-def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool = True) -> GradientReport:
+def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool = True,
+                    trace_once: bool = False, restore: bool = True) -> GradientReport:
     """Probes which trainable variables of `trainer` receive a gradient.
 
     Args:
@@ -96,9 +97,15 @@ def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool
         batch, targets: as from `legacy_keras.build.synthetic_batch`.
         mode: one of MODES.
         training: dropout on (as in `fit`) for the tape modes.
+        trace_once: fit modes: create the variables `fit` creates in its first step (the
+            optimiser's slots, the compiled loss's metrics) before it. TensorFlow traces a
+            function that creates variables on its first call twice; this way `fit` traces its
+            step once (half the time on roberta-base shapes) and the warning, raised while
+            tracing, names the same variables.
+        restore: fit modes: put the weights back after the step (a copy of them meanwhile).
 
-    The fit modes run one optimiser step and then restore the weights, so the
-    trainer is left as it was (the optimiser state is not restored).
+    The fit modes run one optimiser step and then (with `restore`) restore the
+    weights, so the trainer is left as it was (the optimiser state is not restored).
 
     Raises:
         ValueError: on an unknown mode.
@@ -115,16 +122,20 @@ def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool
         )
         return GradientReport(mode, missing, zero, names)
     if mode in ("fit", "fit_eager"):
-        saved = trainer.get_weights()
+        saved = trainer.get_weights() if restore else None
         run_eagerly = mode == "fit_eager"
         if not getattr(trainer, "_is_compiled", False) or bool(trainer.run_eagerly) != run_eagerly:
             compile_like_original(trainer, run_eagerly=run_eagerly)
         batch_size = int(next(iter(batch.values()))["input_ids"].shape[0])
+        if trace_once:
+            trainer.optimizer.build(trainer.trainable_variables)
+            trainer.compiled_loss.build(targets)  # one metric per output, from the targets' structure
         try:
             with capture_missing_gradient_warnings() as warnings:
                 trainer.fit(batch, targets, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
         finally:
-            trainer.set_weights(saved)
+            if saved is not None:
+                trainer.set_weights(saved)
         missing = tuple(dict.fromkeys(name for names_ in warnings for name in names_))
         return GradientReport(mode, missing, None, names)
     raise ValueError(f"unknown mode {mode!r}; choose one of {list(MODES)}")

@@ -52,9 +52,28 @@ def legacy_backward(tf_model: Any, inputs: Mapping[str, Any], targets: Mapping[s
     tf_target = tf_targets(targets, tf_model.question_encoder.config.hidden_size)
     with tf.GradientTape() as tape, keras_hooks(tf_model, keep_tensors=True) as capture:
         loss = tf.add_n(list(_objective_losses(tf_model(batch, training=False), tf_target).values()))
-    names = [name for name in capture.order if capture.tensors_in.get(name) is not None]
+    return legacy_backward_of(tape, loss, capture)
+
+
+def backward_stages(capture: Any) -> list[str]:
+    """The stages of a kept-tensors capture whose input is a float tensor (embeddings take token ids)."""
+    return [name for name in capture.order if capture.tensors_in.get(name) is not None]
+
+
+def legacy_backward_of(tape: Any, loss: Any, capture: Any, stage_gradients: list[Any] | None = None) -> LegacyBackward:
+    """The per-stage gradients of `loss` from a tape that watched a kept-tensors capture's forward.
+
+    Args:
+        stage_gradients: d loss / d (stage outputs, then stage inputs) in `backward_stages` order,
+            when the caller already took them (None where unconnected); else taken here.
+    """
+    from legacy_keras._tf import tf
+
+    names = backward_stages(capture)
     tensors = [capture.tensors_out[name] for name in names] + [capture.tensors_in[name] for name in names]
-    grads = tape.gradient(loss, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    if stage_gradients is None:
+        stage_gradients = tape.gradient(loss, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    grads = [tf.zeros_like(tensor) if grad is None else grad for tensor, grad in zip(tensors, stage_gradients)]
     result = LegacyBackward(order=names)
     for index, name in enumerate(names):
         result.stage_inputs[name] = np.asarray(capture.tensors_in[name])
@@ -64,7 +83,7 @@ def legacy_backward(tf_model: Any, inputs: Mapping[str, Any], targets: Mapping[s
 
 
 @contextlib.contextmanager
-def _recorded_arguments(model: Any) -> Iterator[dict[str, tuple[tuple, dict]]]:
+def recorded_arguments(model: Any) -> Iterator[dict[str, tuple[tuple, dict]]]:
     """Stage name -> the (args, kwargs) the port's real forward called it with."""
     from parity.capture import _Recorder, _sites
 
@@ -85,13 +104,18 @@ def _recorded_arguments(model: Any) -> Iterator[dict[str, tuple[tuple, dict]]]:
 
 
 def introduced_backward(pt_model: Any, legacy: LegacyBackward, inputs: Mapping[str, Any],
-                        tolerance: float) -> list[Comparison]:
+                        tolerance: float, calls: Mapping[str, tuple[tuple, dict]] | None = None) -> list[Comparison]:
     """Per stage: the port's input gradient, given the legacy's input and upstream gradient, vs the legacy's.
 
     Compared on real tokens; the relative scale is the legacy's largest input gradient of that stage.
+
+    Args:
+        calls: the stages' arguments in a forward of `pt_model` on `inputs` already run
+            (`recorded_arguments`); None runs one.
     """
-    with torch.no_grad(), _recorded_arguments(pt_model) as calls:
-        pt_model(inputs)
+    if calls is None:
+        with torch.no_grad(), recorded_arguments(pt_model) as calls:
+            pt_model(inputs)
     modules = torch_stage_modules(pt_model)
     results = []
     for name in legacy.order:
@@ -100,10 +124,12 @@ def introduced_backward(pt_model: Any, legacy: LegacyBackward, inputs: Mapping[s
         stage_input = torch.tensor(legacy.stage_inputs[name], dtype=torch.float32, device=device, requires_grad=True)
         output = modules[stage_site(name)](stage_input, *args[1:], **kwargs)
         output = output[0] if isinstance(output, (tuple, list)) else output
-        output.backward(torch.tensor(np.array(legacy.upstream[name]), dtype=output.dtype, device=device))
+        upstream = torch.tensor(np.array(legacy.upstream[name]), dtype=output.dtype, device=device)
+        # Only the input's gradient: the parameters' (the LM head's alone is V x H) are not computed.
+        (input_gradient,) = torch.autograd.grad(output, stage_input, upstream)
         reference = legacy.input_gradients[name]
         scale = max(float(np.abs(reference).max(initial=0.0)), np.finfo(np.float32).tiny)
-        comparison = compare_arrays(name, stage_input.grad.cpu().numpy() / scale, reference / scale, tolerance,
+        comparison = compare_arrays(name, input_gradient.cpu().numpy() / scale, reference / scale, tolerance,
                                     stage_mask(name, inputs))
         results.append(comparison)
     return results

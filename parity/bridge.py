@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -195,14 +195,19 @@ def copy_tf_to_pt(tf_trainer: Any, pt_trainer: torch.nn.Module, weight_map: Weig
     """Load the legacy trainer's weights into the PyTorch trainer (every weight, or an error)."""
     weight_map = weight_map or build_weight_map(tf_trainer, pt_trainer)
     _require_complete(weight_map)
-    variables = _tf_variables(tf_trainer)
     params = dict(pt_trainer.named_parameters())
     with torch.no_grad():
-        for entry in weight_map.entries:
-            value = variables[entry.tf_name].numpy()
-            value = value.T if entry.transposed else value
-            params[entry.pt_name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        for name, value in tf_values_as_pt(tf_trainer, weight_map):
+            params[name].copy_(torch.from_numpy(value))
     return weight_map
+
+
+def tf_values_as_pt(tf_trainer: Any, weight_map: WeightMap) -> Iterator[tuple[str, np.ndarray]]:
+    """Each mapped legacy variable's value in the port's layout (kernels transposed), by PyTorch name."""
+    variables = _tf_variables(tf_trainer)
+    for entry in weight_map.entries:
+        value = variables[entry.tf_name].numpy()
+        yield entry.pt_name, np.ascontiguousarray(value.T if entry.transposed else value)
 
 
 def copy_pt_to_tf(pt_trainer: torch.nn.Module, tf_trainer: Any, weight_map: WeightMap | None = None) -> WeightMap:

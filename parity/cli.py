@@ -341,14 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, OSError) as error:
         return _fail(error)
 
-    if not args.verbose:
-        start_tensorflow_quietly()
-    from parity.harness import run_parity
+    from parity.fit_probe import start_fit_probe, stop_fit_probe
 
-    tolerance = args.tolerance  # None: judged in noise-floor units
-    with console.status("parity") as status:
-        report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
-                            train_steps=args.train_steps, progress=lambda stage: status.update(f"parity: {stage}"))
+    fit_probe = start_fit_probe(args.model, args.seed)  # its start-up overlaps the imports below
+    try:
+        if not args.verbose:
+            start_tensorflow_quietly()
+        from parity.harness import run_parity
+
+        tolerance = args.tolerance  # None: judged in noise-floor units
+        with console.status("parity") as status:
+            report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
+                                train_steps=args.train_steps, fit_probe=fit_probe,
+                                progress=lambda stage: status.update(f"parity: {stage}"))
+    finally:
+        stop_fit_probe(fit_probe)
     return finish(report, args)
 
 

@@ -82,28 +82,36 @@ def compare_arrays(name: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANC
         return _structural_failure(name, f"dtype differs: pytorch {pt.dtype} vs legacy {tf.dtype}", tolerance, pt.shape)
     if pt.size == 0:
         return _structural_failure(name, "empty output", tolerance, pt.shape)
-    pt64, tf64 = pt.astype(np.float64), tf.astype(np.float64)
-    if not np.array_equal(np.isfinite(pt64), np.isfinite(tf64)) or not np.array_equal(np.isnan(pt64), np.isnan(tf64)):
+    finite = np.isfinite(pt)
+    if not np.array_equal(finite, np.isfinite(tf)) or not np.array_equal(np.isnan(pt), np.isnan(tf)):
         return _structural_failure(name, "NaN/inf at different positions", tolerance, pt.shape)
-    finite = np.isfinite(pt64)
-    error = np.where(finite, np.abs(pt64 - tf64), 0.0)
-    real = np.ones(pt.shape, dtype=bool)
+    all_finite = bool(finite.all())
+    # float64 from the start (pt - tf exact for float32 inputs), without float64 copies of the inputs
+    error = np.subtract(pt, tf, dtype=np.float64)
+    np.abs(error, out=error)
+    if not all_finite:
+        error[~finite] = 0.0
     padding_err = None
+    real = None
     if token_mask is not None:
         mask = np.asarray(token_mask).astype(bool)
         real = np.broadcast_to(mask.reshape(mask.shape + (1,) * (pt.ndim - 2)), pt.shape)
-        if (~real).any():
+        if real.all():
+            real = None
+        else:
             padding_err = float(error[~real].max())
-    counted = np.where(real, error, -1.0)
+    counted = error if real is None else np.where(real, error, -1.0)
     worst = np.unravel_index(int(np.argmax(counted)), pt.shape)
     max_abs = float(error[worst])
-    rel = max_abs / max(abs(float(tf64[worst])), 1e-12)
-    p99 = float(np.percentile(error[real], 99))
-    a, b = pt64[finite].ravel(), tf64[finite].ravel()
+    reference = float(tf[worst])
+    rel = max_abs / max(abs(reference), 1e-12)
+    p99 = float(np.percentile(error if real is None else error[real], 99))
+    a = (pt if all_finite else pt[finite]).ravel().astype(np.float64)
+    b = (tf if all_finite else tf[finite]).ravel().astype(np.float64)
     denominator = np.linalg.norm(a) * np.linalg.norm(b)
     cosine = float(a @ b / denominator) if denominator > 0 else float(np.array_equal(a, b))
     return Comparison(name, tuple(pt.shape), max_abs, rel, tuple(int(i) for i in worst),
-                      (float(pt64[worst]), float(tf64[worst])), p99, cosine, padding_err, tolerance,
+                      (float(pt[worst]), reference), p99, cosine, padding_err, tolerance,
                       max_abs <= tolerance)
 
 

@@ -60,11 +60,13 @@ def compare_gradients(pt: Mapping[str, np.ndarray | None], tf: Mapping[str, np.n
     for name in sorted(set(pt) & set(tf)):
         if pt[name] is None or tf[name] is None:
             continue
-        a, b = np.asarray(pt[name], dtype=np.float64), np.asarray(tf[name], dtype=np.float64)
+        a, b = np.asarray(pt[name]), np.asarray(tf[name])
         if a.shape != b.shape:
             results.append(GradientComparison(name, float("inf"), float("inf"), tolerance, False))
             continue
-        abs_err = float(np.abs(a - b).max(initial=0.0))
+        difference = np.subtract(a, b, dtype=np.float64)  # exact for float32 inputs, one temporary
+        abs_err = float(np.abs(difference, out=difference).max(initial=0.0))
+        del difference
         if ANALYTICALLY_ZERO.search(name):
             noise = max(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
             rel_err = abs_err / max(largest, np.finfo(np.float32).tiny)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import torch
 
 from parity.groups import ordered_groups, parameter_group
 from qarac import QaracLoss, QaracTrainerModel
@@ -73,14 +74,18 @@ def census(gradients: Mapping[str, np.ndarray | None], expected: Iterable[str] |
         if grad is None:
             flow.missing.append(name)
             continue
-        grad = np.asarray(grad, dtype=np.float64)
-        if not np.isfinite(grad).all():
+        # Reduced in the gradient's own dtype (no float64 copy of roberta-base's 50265 x 768 tables);
+        # only the sum is accumulated in float64.
+        magnitude = np.abs(np.asarray(grad))
+        peak = float(magnitude.max(initial=0.0))
+        if not np.isfinite(peak):
             flow.nonfinite.append(name)
-        elif not np.any(grad):
+            magnitude = np.abs(np.nan_to_num(np.asarray(grad)))
+            peak = float(magnitude.max(initial=0.0))
+        elif peak == 0.0:
             flow.zero.append(name)
-        total, peak, count = sums.get(group, [0.0, 0.0, 0])
-        magnitude = np.abs(np.nan_to_num(grad))
-        sums[group] = [total + float(magnitude.sum()), max(peak, float(magnitude.max(initial=0.0))), count + grad.size]
+        total, group_peak, count = sums.get(group, [0.0, 0.0, 0])
+        sums[group] = [total + float(magnitude.sum(dtype=np.float64)), max(group_peak, peak), count + magnitude.size]
     for group in ordered_groups(gradients):
         if group in sums:
             total, peak, count = sums[group]
@@ -113,7 +118,28 @@ def reachability(per_objective: Mapping[str, Mapping[str, np.ndarray | None]]) -
 
 
 def torch_reachability(model: QaracTrainerModel, inputs, targets) -> dict[str, dict[str, bool]]:
-    return reachability({objective: torch_gradients(model, inputs, targets, objective) for objective in OBJECTIVES})
+    return torch_gradients_and_reachability(model, inputs, targets)[1]
+
+
+def torch_gradients_and_reachability(model: QaracTrainerModel, inputs,
+                                     targets) -> tuple[dict[str, np.ndarray | None], dict[str, dict[str, bool]]]:
+    """From one forward: the total loss's gradients (as `torch_gradients`) and `reachability` per objective.
+
+    Each objective's gradient is only asked whether it is non-zero, in place (no copy).
+    """
+    model.zero_grad(set_to_none=True)
+    names, parameters = zip(*model.named_parameters())
+    losses = QaracLoss(model.config)(model(inputs), targets)
+    matrix = {group: {objective: False for objective in OBJECTIVES} for group in ordered_groups(names)}
+    for objective in OBJECTIVES:
+        grads = torch.autograd.grad(getattr(losses, objective), parameters, retain_graph=True, allow_unused=True)
+        for name, grad in zip(names, grads):
+            if grad is not None and bool(grad.any()):
+                matrix[parameter_group(name)][objective] = True
+        del grads
+    grads = torch.autograd.grad(losses.total, parameters, allow_unused=True)
+    total = {name: None if grad is None else grad.detach().cpu().numpy() for name, grad in zip(names, grads)}
+    return total, matrix
 
 
 def attribute_causes(flow: GradientFlow, references: list[Mapping[str, np.ndarray | None]]) -> None:

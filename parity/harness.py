@@ -13,10 +13,7 @@ Formatting (terminal tables, JSON, Markdown, the plot) lives in
 from __future__ import annotations
 
 import contextlib
-import json
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,9 +25,11 @@ import torch
 from parity import backward, bridge, forward, gradient_parity, gradients, ledger, noise
 from parity.bundle import BundleError
 from parity.capture import Capture, capture_torch
+from parity.memory import release_memory
 from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
-from parity.sharp import sharpened_state
+from parity.sharp import sharpened_weights
 from qarac import QaracConfig, QaracTrainerModel
+from qarac.base import built_with_weights, skip_init
 from qarac.checkpoint import read_roberta_config
 
 if TYPE_CHECKING:
@@ -110,25 +109,41 @@ def determinism_checks(pt_model: QaracTrainerModel, inputs, pt_first: Capture,
     }
 
 
-def build_models(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, QaracTrainerModel, bridge.WeightMap]:
-    """Legacy trainer from the directory; PyTorch legacy preset and default with its weights bridged."""
+def build_legacy_pair(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, bridge.WeightMap]:
+    """Legacy trainer from the directory; the port's legacy preset holding its weights (bridged)."""
     from legacy_keras.build import build_trainer
 
     tf_model = build_trainer(model_dir, seed=seed, compile=True)
     architecture = QaracConfig.from_roberta_config(read_roberta_config(model_dir))
-    pt_legacy = QaracTrainerModel(architecture.legacy()).eval()
+    with skip_init():  # the bridge writes every parameter, or refuses an incomplete map
+        pt_legacy = QaracTrainerModel(architecture.legacy()).eval()
     weight_map = bridge.copy_tf_to_pt(tf_model, pt_legacy)
-    pt_default = QaracTrainerModel(architecture.fixed()).eval()
-    pt_default.load_state_dict({k: v for k, v in pt_legacy.state_dict().items() if ".pooler." not in k})
-    return tf_model, pt_legacy, pt_default, weight_map
+    return tf_model, pt_legacy, weight_map
+
+
+def build_models(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, QaracTrainerModel, bridge.WeightMap]:
+    """`build_legacy_pair` and the port's default preset with the same weights (no pooler)."""
+    tf_model, pt_legacy, weight_map = build_legacy_pair(model_dir, seed)
+    return tf_model, pt_legacy, default_preset(pt_legacy.config, pt_legacy.state_dict()), weight_map
+
+
+def default_preset(architecture: QaracConfig, state: Mapping[str, torch.Tensor], share: bool = False) -> QaracTrainerModel:
+    """The port's default preset holding the legacy preset's weights `state` (the pooler's left out).
+
+    Args:
+        share: hold `state`'s tensors themselves (`qarac.base.built_with_weights`), not copies.
+    """
+    model, _ = built_with_weights(lambda: QaracTrainerModel(architecture.fixed()),
+                                  {k: v for k, v in state.items() if ".pooler." not in k}, share=share)
+    return model.eval()
 
 
 def round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: bridge.WeightMap) -> bool:
-    """PT -> TF -> PT reproduces every parameter bit for bit."""
-    original = {k: v.clone() for k, v in pt_model.state_dict().items()}
+    """PT -> TF -> PT reproduces every parameter bit for bit (read back from TF, compared, the port untouched)."""
     bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
-    bridge.copy_tf_to_pt(tf_model, pt_model, weight_map)
-    return all(torch.equal(original[k], v) for k, v in pt_model.state_dict().items())
+    params = dict(pt_model.named_parameters())
+    return all(np.array_equal(value, params[name].detach().cpu().numpy())
+               for name, value in bridge.tf_values_as_pt(tf_model, weight_map))
 
 
 def fixed_tolerance(config: QaracConfig) -> float:
@@ -149,16 +164,18 @@ class ForwardCase:
 
 
 def forward_case(pt_model, legacy: Capture, legacy_variants: Mapping[str, Mapping[str, float]], inputs, case: str,
-                 tolerance: float | None, fallback: float, introduced: bool = True, seed: int = 0) -> ForwardCase:
+                 tolerance: float | None, fallback: float, introduced: bool = True, seed: int = 0,
+                 reorder: bool = True) -> ForwardCase:
     """Every comparison of one batch from one forward of the port against the legacy's capture.
 
     Args:
         legacy, legacy_variants: the legacy's capture of this batch and its own noise (`parity.record`).
         tolerance: a fixed absolute tolerance (`--tolerance`), or None to judge in noise-floor units.
         fallback: the absolute tolerance recorded where a value is judged by its floor.
+        reorder: measure the port's reordering noise variants (`parity.noise.REORDER_VARIANTS`).
     """
     pt = capture_torch(pt_model, inputs)
-    floors = noise.measure_floors(pt_model, inputs, pt, legacy, legacy_variants, seed)
+    floors = noise.measure_floors(pt_model, inputs, pt, legacy, legacy_variants, seed, reorder)
     bound = noise.FLOOR_BOUND if tolerance is None else None
     absolute = tolerance if tolerance is not None else fallback
     result = forward.compare_captures(pt, legacy, inputs, case, absolute, floors.floor, bound)
@@ -185,25 +202,30 @@ def build_port(run: LegacyRun, device: str | torch.device = "cpu") -> tuple[Qara
         BundleError: the recorded weights do not fit the recorded architecture.
     """
     architecture = QaracConfig(base=run.meta["model_config"])
-    pt_legacy = QaracTrainerModel(architecture.legacy())
+    # One writable copy of the recorded weights, held by both presets (no other copy is made).
     state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
     try:
-        pt_legacy.load_state_dict(state, strict=True)
+        pt_legacy, _ = built_with_weights(lambda: QaracTrainerModel(architecture.legacy()), state, share=True)
     except RuntimeError as error:
         detail = " ".join(str(error).split())[:400]
         raise BundleError(f"the recorded weights do not fit the recorded architecture: {detail}") from None
-    pt_default = QaracTrainerModel(architecture.fixed())
-    pt_default.load_state_dict({k: v for k, v in state.items() if ".pooler." not in k}, strict=True)
+    pt_default = default_preset(architecture, state, share=True)
     return pt_legacy.to(device).eval(), pt_default.to(device).eval()
 
 
 def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
-               train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
-    """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port."""
+               train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None,
+               fit_probe: Any = None) -> ParityReport:
+    """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port.
+
+    Args:
+        fit_probe: the `fit` probe, when the caller started it already (`parity.fit_probe`).
+    """
     from parity.record import record_legacy
 
     start = time.perf_counter()
-    run = record_legacy(model_dir, seed, batch_size, train_steps, progress)
+    run = record_legacy(model_dir, seed, batch_size, train_steps, progress, fit_probe)
+    release_memory()  # the legacy model's gigabytes go back before the port's models are built
     report = check(run, tolerance, progress=progress)
     report.timings_s = {**{f"record {k}": v for k, v in run.timings_s.items()}, **report.timings_s,
                         "total": round(time.perf_counter() - start, 3)}
@@ -234,19 +256,24 @@ def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.de
                       "absolute_tolerance": tolerance}
     report.weights = dict(run.weight_summary)
     with timer.stage("forward"):
-        runs = {case: forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
-                                   tolerance, fallback, introduced=case == "padded", seed=seed)
-                for case in ("padded", "unpadded", "max_length")}
-        with sharpened_port(pt_legacy):  # the nonlinearities exercised (parity.sharp)
+        runs = {"padded": forward_case(pt_legacy, run.captures["padded"], run.legacy_floors["padded"],
+                                       inputs["padded"], "padded", tolerance, fallback, seed=seed)}
+        # The reorderings are repeated on the other batches only where they moved something here.
+        reorder = runs["padded"].floors.reorder_moved()
+        for case in ("unpadded", "max_length"):
+            runs[case] = forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
+                                      tolerance, fallback, introduced=False, seed=seed, reorder=reorder)
+        with sharpened_weights(pt_legacy):  # the nonlinearities exercised (parity.sharp)
             runs["sharp"] = forward_case(pt_legacy, run.captures["sharp"], run.legacy_floors["sharp"],
-                                         inputs["padded"], "sharp", tolerance, fallback, seed=seed)
+                                         inputs["padded"], "sharp", tolerance, fallback, seed=seed, reorder=reorder)
         _forward_sections(report, runs)
         report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, run.captures["all_padding_row"],
                                                                    inputs["all_padding_row"], fallback)
-    with timer.stage("determinism"):
+        noise.release_twins(pt_legacy)
+    with timer.stage("determinism"), backward.recorded_arguments(pt_legacy) as stage_calls:
         report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
     with timer.stage("gradients"):
-        _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets,
+        _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets, stage_calls,
                            lambda step: progress(f"gradients: {step}"))
     with timer.stage("deviations"):
         report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, inputs["padded"], targets)]
@@ -262,22 +289,6 @@ def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.de
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
     return report
-
-
-@contextlib.contextmanager
-def sharpened_port(pt_model: QaracTrainerModel) -> Iterator[None]:
-    """The port holds the sharpened weight set (`parity.sharp`) inside the block, its own after it."""
-    original = {name: p.detach().clone() for name, p in pt_model.named_parameters()}
-    parameters = dict(pt_model.named_parameters())
-    with torch.no_grad():
-        for name, value in sharpened_state(pt_model).items():
-            parameters[name].copy_(value)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for name, value in original.items():
-                parameters[name].copy_(value)
 
 
 def _forward_sections(report: ParityReport, runs: dict[str, ForwardCase]) -> None:
@@ -306,32 +317,15 @@ def _all_padding_row(pt_model, legacy: Capture, inputs, tolerance) -> dict[str, 
             and all(v["pytorch_finite"] and v["legacy_finite"] for v in padding_row.values())}
 
 
-def start_fit_probe(model_dir: Path, seed: int) -> subprocess.Popen:
-    """One legacy `fit` step in a separate process (`python -m legacy_keras.reproduce`).
-
-    The process builds the legacy trainer the same way (same variable names)
-    and reports the variables TensorFlow's warning names. Running it beside the
-    harness halves the wall time on two cores; which variables get a gradient
-    does not depend on the batch's values.
-    """
-    command = [sys.executable, "-m", "legacy_keras.reproduce", "--model", str(model_dir), "--seed", str(seed)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish_fit_probe(probe: subprocess.Popen, timeout: float = 900) -> list[str]:
-    stdout, stderr = probe.communicate(timeout=timeout)
-    if probe.returncode != 0:
-        raise RuntimeError(f"the legacy fit probe failed (exit {probe.returncode}): {stderr[-2000:]}")
-    return json.loads(stdout)["missing_gradients"]
-
-
 def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, targets,
+                       stage_calls: Mapping[str, tuple[tuple, dict]] | None = None,
                        progress: Callable[[str], None] = lambda step: None) -> None:
     """Census of every mode (recorded TF modes, live PyTorch presets), reachability, gradient parity, backward."""
     raw = {"tf/eager": run.gradients["tf/eager"], "tf/graph": run.gradients["tf/graph"]}
+    torch_reachability = {}
     for mode, model in (("pt/legacy", pt_legacy), ("pt/default", pt_default)):
-        progress(mode)
-        raw[mode] = gradients.torch_gradients(model, inputs, targets)
+        progress(f"{mode} (total and per objective)")
+        raw[mode], torch_reachability[mode] = gradients.torch_gradients_and_reachability(model, inputs, targets)
     canonical = list(run.parameters)  # every legacy-preset parameter, once
     fit_missing = set(run.fit_missing)
     references = [raw["pt/legacy"], raw["tf/eager"]]
@@ -345,17 +339,15 @@ def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, ta
     order = ("tf/eager", "tf/graph", "tf/fit", "pt/legacy", "pt/default")
     report.gradients = {key: flows[key].to_dict() for key in order}
     report.gradients["tf/fit"]["warning_names"] = list(run.fit_warning)  # as TensorFlow printed them
-    progress("reachability per objective")
     report.reachability = {
-        "pt/legacy": gradients.torch_reachability(pt_legacy, inputs, targets),
-        "pt/default": gradients.torch_reachability(pt_default, inputs, targets),
+        **torch_reachability,
         "tf/eager": gradients.reachability({objective: run.gradients[f"tf/eager:{objective}"]
                                             for objective in gradients.OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
     progress("backward per stage")
     report.stage_gradient_errors = [c.to_dict() for c in backward.introduced_backward(
-        pt_legacy, run.backward, inputs, gradient_parity.GRADIENT_TOLERANCE)]
+        pt_legacy, run.backward, inputs, gradient_parity.GRADIENT_TOLERANCE, stage_calls)]
     report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors
                                                     if not c["passed"]), None)
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from qarac import LEGACY_VALUES, QaracLoss, QaracTrainerModel
+from qarac.base import built_with_weights
 from qarac.config import DEVIATION_REGIONS, DeviationRegion, QaracConfig
 
 # The encoder inputs whose vectors each output is built from: a row of an output "has padding"
@@ -221,10 +222,15 @@ DEFAULT_PRESET = "all options (default preset)"
 def _switched(config: QaracConfig, label: str, options: list[str], weights, reference_outputs, reference_losses,
               inputs, targets) -> Deviation:
     """Run the legacy weights under `config` and hold the change against the options' declared regions."""
-    model = QaracTrainerModel(config).to(next(iter(weights.values())).device).eval()
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    if missing or any(".pooler." not in name for name in unexpected):
-        raise RuntimeError(f"switching {label} changed the weights beyond the pooler: {missing} {unexpected}")
+    try:
+        # The legacy model's own tensors, shared (only read here): no 1 GB copy per option on roberta-base shapes.
+        model, unexpected = built_with_weights(lambda: QaracTrainerModel(config), weights, allow_unexpected=True,
+                                               share=True)
+    except RuntimeError as error:
+        raise RuntimeError(f"switching {label} changed the weights: {error}") from None
+    if any(".pooler." not in name for name in unexpected):
+        raise RuntimeError(f"switching {label} changed the weights beyond the pooler: {unexpected}")
+    model = model.to(next(iter(weights.values())).device).eval()  # the buffers join the weights' device
     outputs, losses = _run(model, config, inputs, targets)
     deviation = Deviation(
         option=label,

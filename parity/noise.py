@@ -6,7 +6,8 @@ PyTorch legacy preset is re-run
 
 - in float64 (same weights, same code): the port's own float32 rounding error;
 - with eager attention instead of SDPA: another, equivalent kernel;
-- with the batch rows permuted (results un-permuted): another reduction order;
+- with the batch rows permuted (results un-permuted): another reduction order
+  (batches of two rows or more; the max-length batch has one);
 - on one thread instead of the default: another blocking of the sums;
 
 and the legacy is re-run on the permuted batch (TensorFlow fixes its thread pools
@@ -36,6 +37,7 @@ import torch
 
 from parity.capture import Capture, capture_keras, capture_torch
 from parity.forward import TOKEN_OUTPUTS, output_arrays, stage_mask
+from qarac.base import built_with_weights
 
 F32_EPS = float(np.finfo(np.float32).eps)
 # Verdict bound in floor units. Measured (`python -m bench.noise_floors --models tiny mid roberta-base`,
@@ -49,6 +51,13 @@ F32_EPS = float(np.finfo(np.float32).eps)
 FLOOR_BOUND = 8.0
 
 VARIANTS = ("float64", "eager_attention", "permuted_batch", "one_thread")
+# The two variants that only reorder the same float32 arithmetic. Where the kernels keep rows and
+# threads apart they move nothing at all: on roberta-base shapes both were bit-identical on every
+# value of every batch, on both sides, while costing about 15 s of a 150 s live run (bench/README.md
+# section 3); on the tiny model the port's move values by up to 1.5e-5 (sharpened). So they are
+# measured on the padded batch, and repeated on the other batches only where they moved something there.
+REORDER_VARIANTS = ("permuted_batch", "one_thread")
+SKIPPED_REORDER = "bit-identical on the padded batch, so not repeated on this one"
 
 
 @dataclass
@@ -59,11 +68,17 @@ class NoiseFloors:
         floor: name -> noise floor (max over variants and sides, at least one ulp).
         pytorch: name -> variant -> max |variant - float32 run| of the port.
         legacy: name -> variant -> the same for the legacy.
+        skipped: variant -> why it was not run on this batch (`REORDER_VARIANTS`, one-row batches).
     """
 
     floor: dict[str, float] = field(default_factory=dict)
     pytorch: dict[str, dict[str, float]] = field(default_factory=dict)
     legacy: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def reorder_moved(self) -> bool:
+        """Did a reordering variant move any value, on either side?"""
+        return reorder_moved(self.pytorch) or reorder_moved(self.legacy)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,11 +113,12 @@ def _masks(names, inputs) -> dict[str, np.ndarray | None]:
 
 def max_difference(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> float:
     """max |a - b| over real tokens (all elements without a mask), in float64."""
-    error = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
-    if mask is not None:
-        real = np.broadcast_to(mask.astype(bool).reshape(mask.shape + (1,) * (error.ndim - 2)), error.shape)
-        error = np.where(real, error, 0.0)
-    return float(error.max(initial=0.0))
+    error = np.subtract(a, b, dtype=np.float64)  # converted as it goes: no float64 copies of a and b
+    np.abs(error, out=error)
+    if mask is None:
+        return float(error.max(initial=0.0))
+    real = np.broadcast_to(mask.astype(bool).reshape(mask.shape + (1,) * (error.ndim - 2)), error.shape)
+    return float(error.max(initial=0.0, where=real))
 
 
 @contextlib.contextmanager
@@ -125,56 +141,83 @@ def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
         torch.set_default_dtype(before)
 
 
-# pt_model -> its float64 and eager-attention twins, built once (building is the slow part);
-# their weights are reloaded from pt_model on every use (the sharpened set changes them).
-_TWINS: "weakref.WeakKeyDictionary[Any, tuple[Any, Any]]" = weakref.WeakKeyDictionary()
+# pt_model -> its float64 and eager-attention twins, built once (building is the slow part), and the
+# version of pt_model's weights the float64 twin holds: it is reloaded when they change (the sharpened set).
+_TWINS: "weakref.WeakKeyDictionary[Any, tuple[Any, Any, tuple[int, ...]]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(model) -> tuple[int, ...]:
+    """Changes whenever a parameter of `model` is written in place (torch counts each tensor's writes;
+    writes through `.data`, which autograd does not see either, are not counted)."""
+    return tuple(parameter._version for parameter in model.parameters())
 
 
 def _twins(pt_model) -> tuple[Any, Any]:
+    state = pt_model.state_dict()
     if pt_model not in _TWINS:
         with _default_dtype(torch.float64):
-            float64 = type(pt_model)(pt_model.config).double().eval()
-        eager = type(pt_model)(pt_model.config.replace(attn_implementation="eager")).eval()
+            float64, _ = built_with_weights(lambda: type(pt_model)(pt_model.config), state)
+        # The eager twin holds the port's own tensors: it follows every change of them (the sharpened set).
+        eager, _ = built_with_weights(lambda: type(pt_model)(pt_model.config.replace(attn_implementation="eager")),
+                                      state, share=True)
         device = next(pt_model.parameters()).device  # `check --device cuda`: the twins run beside the port
-        float64, eager = float64.to(device), eager.to(device)
-        _TWINS[pt_model] = (float64, eager)
-    float64, eager = _TWINS[pt_model]
-    state = pt_model.state_dict()
-    float64.load_state_dict(state)  # copied into the float64 parameters, converted
-    eager.load_state_dict(state)
+        _TWINS[pt_model] = (float64.double().eval().to(device), eager.eval().to(device), _weights_version(pt_model))
+    float64, eager, loaded = _TWINS[pt_model]
+    if loaded != _weights_version(pt_model):  # the weights changed since the float64 twin took them
+        float64.load_state_dict(state)  # copied into the float64 parameters, converted
+        _TWINS[pt_model] = (float64, eager, _weights_version(pt_model))
     return float64, eager
 
 
-def _pytorch_variants(pt_model, inputs, order) -> dict[str, Capture]:
-    """The port re-run under every change that must not matter."""
+def release_twins(pt_model) -> None:
+    """Drop `pt_model`'s twins (roberta-base shapes: 3 GB) once its floors are measured."""
+    _TWINS.pop(pt_model, None)
+
+
+def reorder_moved(variants: Mapping[str, Mapping[str, float]]) -> bool:
+    """Whether a `REORDER_VARIANTS` run moved any value (value -> variant -> difference)."""
+    return any(moved > 0 for by_variant in variants.values()
+               for variant, moved in by_variant.items() if variant in REORDER_VARIANTS)
+
+
+def _pytorch_variants(pt_model, inputs, order: np.ndarray | None, reorder: bool = True) -> dict[str, Capture]:
+    """The port re-run under every change that must not matter (the reorderings only with `reorder`;
+    no permuted batch for a single row)."""
     float64, eager = _twins(pt_model)
-    with _threads(1):
-        one_thread = capture_torch(pt_model, inputs)
     with _default_dtype(torch.float64):  # HF builds its causal mask in the default dtype
         in_float64 = capture_torch(float64, inputs)
-    return {"float64": in_float64, "eager_attention": capture_torch(eager, inputs),
-            "permuted_batch": _unpermute(capture_torch(pt_model, _permuted(inputs, order)), order),
-            "one_thread": one_thread}
+    variants = {"float64": in_float64, "eager_attention": capture_torch(eager, inputs)}
+    if reorder:
+        with _threads(1):
+            variants["one_thread"] = capture_torch(pt_model, inputs)
+        if order is not None:
+            variants["permuted_batch"] = _unpermute(capture_torch(pt_model, _permuted(inputs, order)), order)
+    return variants
 
 
-def permutation(inputs: Mapping[str, Any], seed: int) -> np.ndarray:
-    """The row order of the permuted-batch variant: seeded, never the identity (for B > 1)."""
+def permutation(inputs: Mapping[str, Any], seed: int) -> np.ndarray | None:
+    """The row order of the permuted-batch variant: seeded, never the identity; None for one row."""
     batch = next(iter(inputs.values())).input_ids.shape[0]
+    if batch < 2:
+        return None
     order = np.random.default_rng(seed).permutation(batch)
-    if batch > 1 and (order == np.arange(batch)).all():
+    if (order == np.arange(batch)).all():
         order = np.roll(order, 1)
     return order
 
 
 def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
-                          seed: int = 0) -> dict[str, dict[str, float]]:
-    """The legacy's own noise on one batch: value -> {"permuted_batch": max difference}.
+                          seed: int = 0, reorder: bool = True) -> dict[str, dict[str, float]]:
+    """The legacy's own noise on one batch: value -> {"permuted_batch": max difference}
+    ({} for one row, or without `reorder`).
 
     Args:
         legacy: the legacy's float32 capture of this batch.
     """
     order = permutation(inputs, seed)
     reference = _values(legacy)
+    if order is None or not reorder:  # one row: no other order exists
+        return {name: {} for name in reference}
     masks = _masks(reference, inputs)
     permuted = _unpermute(capture_keras(tf_model, _permuted(inputs, order)), order)
     return {name: {"permuted_batch": max_difference(value, reference[name], masks[name])}
@@ -182,18 +225,24 @@ def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
 
 
 def measure_floors(pt_model, inputs: Mapping[str, Any], pt: Capture, legacy: Capture,
-                   legacy_variants: Mapping[str, Mapping[str, float]], seed: int = 0) -> NoiseFloors:
+                   legacy_variants: Mapping[str, Mapping[str, float]], seed: int = 0,
+                   reorder: bool = True) -> NoiseFloors:
     """Noise floors of every output and stage of one batch.
 
     Args:
         pt, legacy: the float32 captures of this batch already taken for the comparison.
         legacy_variants: the legacy's own noise (`legacy_floor_variants`, live or recorded).
+        reorder: run the port's `REORDER_VARIANTS` (False: they were bit-identical on the padded batch).
     """
     order = permutation(inputs, seed)
     reference_pt, reference_tf = _values(pt), _values(legacy)
     masks = _masks(reference_tf, inputs)
     floors = NoiseFloors(legacy={name: dict(variants) for name, variants in legacy_variants.items()})
-    for variant, capture in _pytorch_variants(pt_model, inputs, order).items():
+    if not reorder:
+        floors.skipped.update({variant: SKIPPED_REORDER for variant in REORDER_VARIANTS})
+    elif order is None:
+        floors.skipped["permuted_batch"] = "one row: no other order"
+    for variant, capture in _pytorch_variants(pt_model, inputs, order, reorder).items():
         for name, value in _values(capture).items():
             floors.pytorch.setdefault(name, {})[variant] = max_difference(value, reference_pt[name], masks[name])
     for name, reference in reference_tf.items():

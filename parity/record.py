@@ -108,15 +108,21 @@ def legacy_versions() -> dict[str, str]:
 
 
 def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_steps: int = 0,
-                  progress: Callable[[str], None] = lambda stage: None) -> LegacyRun:
-    """Run the legacy side of every check once (needs the `legacy` extra)."""
-    from parity import backward, gradient_parity, noise
+                  progress: Callable[[str], None] = lambda stage: None, fit_probe: Any = None) -> LegacyRun:
+    """Run the legacy side of every check once (needs the `legacy` extra).
+
+    Args:
+        fit_probe: the `fit` probe, if the caller started it already (`parity.fit_probe`), for
+            this model directory and seed.
+    """
+    from parity import gradient_parity, noise
     from parity.capture import capture_keras
-    from parity.harness import build_models, finish_fit_probe, round_trip_exact, start_fit_probe
+    from parity.fit_probe import finish_fit_probe, start_fit_probe
+    from parity.harness import build_legacy_pair, round_trip_exact
     from parity.inputs import all_padding_row, max_length_batch, sample_batch, tokenizer_for, unpadded
     from parity.mutations import legacy_l2_probe
     from parity.sharp import sharpened
-    from parity.tf_side import disable_tf32, tf_eager_gradients_per_objective, tf_gradients
+    from parity.tf_side import disable_tf32, legacy_padded_pass, tf_gradients
 
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -126,39 +132,43 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
         timings[name] = round(time.perf_counter() - clock, 3)
         clock = time.perf_counter()
 
-    fit_probe = start_fit_probe(model_dir, seed)  # beside the rest: tracing `fit` is the slowest step
+    if fit_probe is None:  # beside the rest: tracing `fit` is the slowest step
+        fit_probe = start_fit_probe(model_dir, seed)
     progress("legacy: build")
-    tf_model, pt_legacy, pt_default, weight_map = build_models(model_dir, seed)
-    del pt_default  # `check` builds the default preset from the recorded weights
+    tf_model, pt_legacy, weight_map = build_legacy_pair(model_dir, seed)  # `check` builds the default preset
     batch = sample_batch(model_dir, pt_legacy.config, batch_size, seed)
     inputs = {"padded": batch.inputs, "unpadded": unpadded(batch).inputs,
               "max_length": max_length_batch(pt_legacy.config, seed), "all_padding_row": all_padding_row(batch).inputs}
     weights = {name: value.detach().numpy().copy() for name, value in pt_legacy.state_dict().items()}
     summary = {**weight_map.summary(), "round_trip_bit_exact": round_trip_exact(tf_model, pt_legacy, weight_map)}
     lap("build")
-    progress("legacy: forward")
-    captures = {case: capture_keras(tf_model, inputs[case]) for case in CASES}
-    with sharpened(pt_legacy, tf_model, weight_map):
-        captures["sharp"] = capture_keras(tf_model, inputs["padded"])
-        sharp_floors = noise.legacy_floor_variants(tf_model, inputs["padded"], captures["sharp"], seed)
-    floors = {case: noise.legacy_floor_variants(tf_model, inputs[case], captures[case], seed)
-              for case in ("padded", "unpadded", "max_length")}
-    floors["sharp"] = sharp_floors
-    again = capture_keras(tf_model, inputs["padded"]).arrays()
-    determinism = {"tf_tf32_off": disable_tf32(),
-                   "tf_repeat_identical": all(np.array_equal(again[k], v) for k, v in captures["padded"].arrays().items())}
-    lap("forward")
-    progress("legacy: gradients tf/eager (total and per objective)")
+    progress("legacy: padded batch (forward, gradients, backward per stage)")
+    tf32_off = disable_tf32()
     to_pt = lambda grads: gradient_parity.to_pt_names(grads, weight_map)  # noqa: E731
-    # Per objective only reachability is read: keep each gradient's largest magnitude, not four
-    # more copies of the weights' size (roberta-base shapes: 4 GB).
-    eager = tf_eager_gradients_per_objective(tf_model, batch.inputs, batch.targets, reduce=largest_magnitudes)
+    # One forward serves the padded capture, the eager gradients and the per-stage backward. Per
+    # objective only reachability is read: each gradient's largest magnitude is kept, not four more
+    # copies of the weights' size (roberta-base shapes: 4 GB).
+    padded, eager, legacy_backward = legacy_padded_pass(tf_model, batch.inputs, batch.targets,
+                                                        reduce=largest_magnitudes)
     grads = {"tf/eager": to_pt(eager.pop(None)),
              **{f"tf/eager:{objective}": to_pt(eager.pop(objective)) for objective in OBJECTIVES}}
-    progress("legacy: gradients tf/graph")
-    grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph"))
-    progress("legacy: backward per stage")
-    legacy_backward = backward.legacy_backward(tf_model, batch.inputs, batch.targets)
+    lap("padded pass")
+    progress("legacy: forward")
+    captures = {"padded": padded, **{case: capture_keras(tf_model, inputs[case]) for case in CASES if case != "padded"}}
+    floors = {"padded": noise.legacy_floor_variants(tf_model, inputs["padded"], captures["padded"], seed)}
+    # The reordering is repeated on the other batches only where it moved something here (parity.noise).
+    reorder = noise.reorder_moved(floors["padded"])
+    for case in ("unpadded", "max_length"):
+        floors[case] = noise.legacy_floor_variants(tf_model, inputs[case], captures[case], seed, reorder)
+    with sharpened(pt_legacy, tf_model, weight_map):
+        captures["sharp"] = capture_keras(tf_model, inputs["padded"])
+        floors["sharp"] = noise.legacy_floor_variants(tf_model, inputs["padded"], captures["sharp"], seed, reorder)
+    again = capture_keras(tf_model, inputs["padded"]).arrays()
+    determinism = {"tf_tf32_off": tf32_off,
+                   "tf_repeat_identical": all(np.array_equal(again[k], v) for k, v in captures["padded"].arrays().items())}
+    lap("forward")
+    progress("legacy: gradients tf/graph (Grappler off: see parity.tf_side.tf_gradients)")
+    grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph", optimize_graph=False))
     progress("legacy: gradients tf/fit (the fit probe)")
     fit_warning = finish_fit_probe(fit_probe)
     lap("gradients")

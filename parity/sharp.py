@@ -21,18 +21,39 @@ GAIN = 1.5
 EMBEDDING_GAIN = 3.0
 
 
+def _sharpening(name: str, value: torch.Tensor) -> torch.Tensor | None:
+    """The factor (a float32 scalar tensor) that rescales a 2-D parameter, or None to leave it."""
+    if value.dim() != 2 or not value.std() > 0:
+        return None
+    embedding = "embeddings" in name and "LayerNorm" not in name
+    return (EMBEDDING_GAIN if embedding else GAIN) / value.shape[1] ** 0.5 / value.std()
+
+
 def sharpened_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's parameters rescaled as the module docstring says (a new dict, model untouched)."""
     state = {}
     for name, parameter in model.named_parameters():
-        value = parameter.detach().clone()
-        if value.dim() == 2 and value.std() > 0:
-            width = value.shape[1]
-            embedding = "embeddings" in name and "LayerNorm" not in name
-            target = (EMBEDDING_GAIN if embedding else GAIN) / width ** 0.5
-            value = value * (target / value.std())
-        state[name] = value
+        value = parameter.detach()
+        factor = _sharpening(name, value)
+        state[name] = value.clone() if factor is None else value * factor
     return state
+
+
+@contextlib.contextmanager
+def sharpened_weights(model: torch.nn.Module) -> Iterator[None]:
+    """`model` holds the sharpened weight set inside the block (rescaled in place), its own after it."""
+    original = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            factor = _sharpening(name, parameter)
+            if factor is not None:
+                parameter.mul_(factor)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                parameter.copy_(original[name])
 
 
 @contextlib.contextmanager
@@ -40,16 +61,9 @@ def sharpened(pt_model: torch.nn.Module, tf_model: Any, weight_map: Any) -> Iter
     """Both models hold the sharpened weights inside the block, their own weights after it."""
     from parity import bridge
 
-    original = {name: p.detach().clone() for name, p in pt_model.named_parameters()}
-    with torch.no_grad():
-        for name, value in sharpened_state(pt_model).items():
-            dict(pt_model.named_parameters())[name].copy_(value)
-    bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
     try:
-        yield
+        with sharpened_weights(pt_model):
+            bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
+            yield
     finally:
-        with torch.no_grad():
-            parameters = dict(pt_model.named_parameters())
-            for name, value in original.items():
-                parameters[name].copy_(value)
-        bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
+        bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)  # the port holds its own weights again

@@ -15,7 +15,9 @@ saved on one loads on the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Callable, Iterator, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -29,6 +31,58 @@ from transformers.models.roberta.modeling_roberta import RobertaLMHead
 
 TRANSFORMERS_VERSION = transformers.__version__
 TRANSFORMERS_MAJOR = int(TRANSFORMERS_VERSION.split(".")[0])
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Modules built inside draw no random weights (their tensors hold whatever memory held).
+
+    Only for modules whose every weight is loaded next (`built_with_weights`):
+    drawing roberta-base's 265 M random numbers costs about 2 s a model on two
+    cores, and the harness rebuilds the model several times. transformers' own
+    switch lives in `modeling_utils` on 4.57 and in `initialization` on 5.x.
+    """
+    if TRANSFORMERS_MAJOR >= 5:
+        from transformers.initialization import no_init_weights
+    else:
+        from transformers.modeling_utils import no_init_weights
+    with no_init_weights():
+        yield
+
+
+def built_with_weights(build: Callable[[], ModuleT], state: Mapping[str, torch.Tensor],
+                       allow_unexpected: bool = False, share: bool = False) -> tuple[ModuleT, list[str]]:
+    """`build()` without random initialisation, then every one of its weights taken from `state`.
+
+    Args:
+        share: the module's tensors become `state`'s own (same storage, same dtype and device
+            required): no copy, and a change to one is a change to the other; else copied in.
+
+    Returns:
+        The module, and the keys of `state` it has no place for (empty unless `allow_unexpected`).
+
+    Raises:
+        RuntimeError: a weight of the module is missing from `state` (none is ever left
+            uninitialised), or `state` holds a key the module lacks and not `allow_unexpected`.
+    """
+    with skip_init():
+        module = build()
+    own = module.state_dict(keep_vars=True)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or (unexpected and not allow_unexpected):
+        raise RuntimeError(f"the weights do not fit the module: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if share:
+        with torch.no_grad():
+            for name, tensor in own.items():
+                if tensor.shape != state[name].shape or tensor.dtype != state[name].dtype:
+                    raise RuntimeError(f"cannot share {name}: {tuple(state[name].shape)} {state[name].dtype} "
+                                       f"for {tuple(tensor.shape)} {tensor.dtype}")
+                tensor.data = state[name]
+    else:
+        module.load_state_dict({name: state[name] for name in own})
+    return module, unexpected
 
 
 def new_base_model(config: QaracConfig, is_decoder: bool = False) -> RobertaModel:

@@ -161,3 +161,58 @@ def test_base_with_only_pickled_weights_is_refused(tmp_path, tiny_model_dir):
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(CheckpointError, match="pickled weights are not loaded"):
         load_base_model(tmp_path)
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_built_with_weights_draws_nothing_and_loads_everything(legacy):
+    from qarac.base import built_with_weights
+
+    config = tiny_config().legacy() if legacy else tiny_config()
+    source = QaracTrainerModel(config).eval()
+    rng = torch.get_rng_state()
+    rebuilt, unexpected = built_with_weights(lambda: QaracTrainerModel(config), source.state_dict())
+    assert torch.equal(torch.get_rng_state(), rng)  # no random initialisation was drawn
+    assert unexpected == []
+    assert_same_state(source, rebuilt.eval())
+    head = rebuilt.decoder.decoder_head.head
+    assert head.decoder.weight is rebuilt.decoder.decoder.embeddings.word_embeddings.weight
+    assert head.decoder.bias is head.bias
+    inputs, _ = trainer_batch()
+    with torch.no_grad():
+        assert torch.equal(source(inputs).encode_decode, rebuilt(inputs).encode_decode)
+
+
+def test_built_with_weights_refuses_a_partial_state():
+    from qarac.base import built_with_weights
+
+    state = QaracTrainerModel(tiny_config()).state_dict()
+    name = next(iter(state))
+    partial = {k: v for k, v in state.items() if k != name}
+    with pytest.raises(RuntimeError, match="missing"):
+        built_with_weights(lambda: QaracTrainerModel(tiny_config()), partial)
+    extra = {**state, "unknown.weight": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match="unexpected"):
+        built_with_weights(lambda: QaracTrainerModel(tiny_config()), extra)
+    _, unexpected = built_with_weights(lambda: QaracTrainerModel(tiny_config()), extra, allow_unexpected=True)
+    assert unexpected == ["unknown.weight"]
+
+
+def test_built_with_weights_can_share_the_tensors():
+    from qarac.base import built_with_weights
+
+    config = tiny_config().legacy()
+    source = QaracTrainerModel(config).eval()
+    state = source.state_dict()
+    shared, _ = built_with_weights(lambda: QaracTrainerModel(config), state, share=True)
+    for name, tensor in shared.state_dict().items():
+        assert tensor.data_ptr() == state[name].data_ptr(), name  # no copy
+    head = shared.decoder.decoder_head.head
+    assert head.decoder.weight is shared.decoder.decoder.embeddings.word_embeddings.weight  # ties kept
+    inputs, _ = trainer_batch()
+    with torch.no_grad():
+        before = shared.eval()(inputs).encode_decode
+        source.decoder.decoder_head.head.dense.weight.mul_(2.0)  # a change to one is a change to the other
+        after = shared(inputs).encode_decode
+        assert torch.equal(after, source(inputs).encode_decode) and not torch.equal(before, after)
+    with pytest.raises(RuntimeError, match="cannot share"):
+        built_with_weights(lambda: QaracTrainerModel(config), {k: v.double() for k, v in state.items()}, share=True)

@@ -74,6 +74,27 @@ def test_pt_tf_pt_round_trip_is_bit_exact(models):
             variable.assign(value)
 
 
+def test_round_trip_check_sees_a_value_that_does_not_survive(models, monkeypatch):
+    from parity.harness import round_trip_exact
+
+    tf_model, pt_legacy, _, weight_map = models
+    saved_tf = [v.numpy().copy() for v in tf_model.weights]
+    copy = bridge.copy_pt_to_tf
+
+    def lossy_copy(pt, tf, wm):
+        copy(pt, tf, wm)
+        variable = tf_model.trainable_variables[3]
+        variable.assign(variable + 1e-6)
+
+    try:
+        assert round_trip_exact(tf_model, pt_legacy, weight_map)
+        monkeypatch.setattr(bridge, "copy_pt_to_tf", lossy_copy)
+        assert not round_trip_exact(tf_model, pt_legacy, weight_map)
+    finally:
+        for variable, value in zip(tf_model.weights, saved_tf):
+            variable.assign(value)
+
+
 def test_unmapped_parameter_is_named(models):
     tf_model = models[0]
     default = models[2]  # no pooler: the legacy pooler variables have nowhere to go

@@ -165,5 +165,5 @@ def test_check_reports_progress_per_gradient_mode(run):
     seen: list[str] = []
     assert check(run, progress=seen.append).passed
     assert [s for s in seen if s.startswith("gradients")] == [
-        "gradients", "gradients: pt/legacy", "gradients: pt/default", "gradients: reachability per objective",
+        "gradients", "gradients: pt/legacy (total and per objective)", "gradients: pt/default (total and per objective)",
         "gradients: backward per stage"]

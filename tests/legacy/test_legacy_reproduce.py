@@ -42,3 +42,39 @@ def test_reproduce_reports_a_bad_model_directory(tmp_path, capsys):
 
     assert main(["--model", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_trace_once_traces_fit_once_and_names_the_same_variables():
+    from legacy_keras.build import build_trainer, synthetic_batch
+    from legacy_keras.gradients import gradient_report
+
+    trainer = build_trainer(None, seed=0)
+    batch, targets = synthetic_batch(trainer.decoder.config, batch_size=2, seq_len=7, seed=0)
+    traces = []
+    step = trainer.train_step
+    trainer.train_step = lambda data: traces.append(1) or step(data)
+    report = gradient_report(trainer, batch, targets, mode="fit", trace_once=True)
+    assert len(traces) == 1
+    assert list(report.missing) == SEED_MISSING
+
+
+@pytest.mark.slow
+def test_the_harness_probe_names_the_same_variables():
+    """The harness runs the probe with Grappler off and fit's variables created before its step
+    (traced once, not twice): the warning is raised while tracing, before any graph optimisation,
+    so the names must be the seed's six, in the seed's order."""
+    from parity.fit_probe import finish_fit_probe, start_fit_probe
+    from qarac.presets import tiny_model_dir
+
+    probe = start_fit_probe(tiny_model_dir(), 0)
+    assert {"--no-graph-optimizer", "--no-epoch", "--trace-once"} <= set(probe.args)
+    assert finish_fit_probe(probe) == SEED_MISSING
+
+
+@pytest.mark.slow
+def test_a_failing_probe_is_one_error(tmp_path):
+    from parity.fit_probe import finish_fit_probe, start_fit_probe
+
+    with pytest.raises(RuntimeError, match="the legacy fit probe failed"):
+        finish_fit_probe(start_fit_probe(tmp_path / "no-such-model", 0))

@@ -1,0 +1,36 @@
+"""Which noise variants run on a batch: the reorderings are skipped only when told, and say so."""
+
+from __future__ import annotations
+
+import torch
+
+from model_helpers import tiny_config, trainer_batch
+from parity.capture import capture_torch
+from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, _values, measure_floors, reorder_moved
+from qarac import QaracTrainerModel
+
+
+def _floors(reorder: bool):
+    torch.manual_seed(0)
+    model = QaracTrainerModel(tiny_config().legacy()).eval()
+    inputs, _ = trainer_batch()
+    capture = capture_torch(model, inputs)
+    legacy_variants = {name: {} for name in _values(capture)}  # the legacy's side, none here
+    return measure_floors(model, inputs, capture, capture, legacy_variants, seed=0, reorder=reorder)
+
+
+def test_reorderings_run_unless_skipped_and_a_skip_is_explained():
+    full, reduced = _floors(True), _floors(False)
+    assert full.skipped == {}
+    assert all(set(variants) == {"float64", "eager_attention", *REORDER_VARIANTS} for variants in full.pytorch.values())
+    assert reduced.skipped == {variant: SKIPPED_REORDER for variant in REORDER_VARIANTS}
+    assert all(set(variants) == {"float64", "eager_attention"} for variants in reduced.pytorch.values())
+    # the floor is the largest variant (or one ulp): dropping variants can only lower it
+    assert all(reduced.floor[name] <= full.floor[name] for name in full.floor)
+
+
+def test_reorder_moved_reads_only_the_reorderings():
+    assert not reorder_moved({"a": {"float64": 1.0, "permuted_batch": 0.0, "one_thread": 0.0}})
+    assert reorder_moved({"a": {"float64": 0.0}, "b": {"one_thread": 1e-9}})
+    assert reorder_moved({"a": {"permuted_batch": 2e-7}})
+    assert not reorder_moved({"a": {}})
