@@ -28,3 +28,20 @@ def tiny_model_dir():
     from qarac.presets import tiny_model_dir as build
 
     return build()
+
+
+# Module-scoped, so each test module gets its own instance (a test that changes one cannot reach another module).
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The embedded RoBERTa tokenizer."""
+    from qarac.tokenizer import load_default_tokenizer
+
+    return load_default_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    """The four sample corpora shipped in the repository."""
+    from qarac.data import DEFAULT_DATA_DIR, Corpora
+
+    return Corpora.from_directory(DEFAULT_DATA_DIR)

@@ -13,20 +13,9 @@ from qarac.batch import INPUT_NAMES, TARGET_NAMES, QaracBatch, TokenBatch, pad_s
 from qarac.data import (DEFAULT_DATA_DIR, Corpora, DataError, QaracDataset, collate,
                         encode_shifted, encode_texts, load_all_text, load_consistency,
                         load_question_answering, load_reasoning, make_dataloader)
-from qarac.tokenizer import load_default_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_FIELDS = INPUT_NAMES + ("encode_decode", "reasoning")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def corpora():
-    return Corpora.from_directory(DEFAULT_DATA_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from qarac.data import (DEFAULT_DATA_DIR, LEGACY_DATA_VALUES, Corpora, CorpusBatches, DataConfig,
+from qarac.data import (LEGACY_DATA_VALUES, Corpora, CorpusBatches, DataConfig,
                         RaggedBatchError, compose_all_text, data_config_for)
-from qarac.tokenizer import load_default_tokenizer
 
 # all_text length 4 * 6 = 24 composed; odd batch size so no batch boundary hides a bug.
 SMALL_BATCH = 5
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_default_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def corpora():
-    return Corpora.from_directory(DEFAULT_DATA_DIR)
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ import pytest
 
 from qarac.base import TRANSFORMERS_MAJOR
 from qarac.data import DEFAULT_DATA_DIR, load_all_text
-from qarac.tokenizer import (DEFAULT_TOKENIZER_DIR, check_tokenizer_fits, load_default_tokenizer,
-                             load_tokenizer)
+from qarac.tokenizer import DEFAULT_TOKENIZER_DIR, check_tokenizer_fits, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,11 +20,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_default_tokenizer()
 
 
 @pytest.fixture(scope="module")
