@@ -117,10 +117,6 @@ def reachability(per_objective: Mapping[str, Mapping[str, np.ndarray | None]]) -
     return matrix
 
 
-def torch_reachability(model: QaracTrainerModel, inputs, targets) -> dict[str, dict[str, bool]]:
-    return torch_gradients_and_reachability(model, inputs, targets)[1]
-
-
 def torch_gradients_and_reachability(model: QaracTrainerModel, inputs,
                                      targets) -> tuple[dict[str, np.ndarray | None], dict[str, dict[str, bool]]]:
     """From one forward: the total loss's gradients (as `torch_gradients`) and `reachability` per objective.

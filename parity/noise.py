@@ -216,7 +216,7 @@ def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
     """
     order = permutation(inputs, seed)
     reference = _values(legacy)
-    if order is None or not reorder:  # one row: no other order exists
+    if order is None or not reorder:  # one row has no other order; or the padded batch showed none matters
         return {name: {} for name in reference}
     masks = _masks(reference, inputs)
     permuted = _unpermute(capture_keras(tf_model, _permuted(inputs, order)), order)

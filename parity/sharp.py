@@ -29,16 +29,6 @@ def _sharpening(name: str, value: torch.Tensor) -> torch.Tensor | None:
     return (EMBEDDING_GAIN if embedding else GAIN) / value.shape[1] ** 0.5 / value.std()
 
 
-def sharpened_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The model's parameters rescaled as the module docstring says (a new dict, model untouched)."""
-    state = {}
-    for name, parameter in model.named_parameters():
-        value = parameter.detach()
-        factor = _sharpening(name, value)
-        state[name] = value.clone() if factor is None else value * factor
-    return state
-
-
 @contextlib.contextmanager
 def sharpened_weights(model: torch.nn.Module) -> Iterator[None]:
     """`model` holds the sharpened weight set inside the block (rescaled in place), its own after it."""
