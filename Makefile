@@ -11,7 +11,7 @@ MODERN_STAMP := $(MODERN)/.installed
 LEGACY_EXTRAS := legacy,test
 MODERN_EXTRAS := modern,test
 
-.PHONY: test test-modern parity reference install install-modern clean
+.PHONY: test test-modern test-portability parity reference install install-modern clean
 
 # $(1): venv directory, $(2): extras
 define bootstrap
@@ -36,16 +36,24 @@ install-modern: $(MODERN_STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The shipped bundle checked, and recorded again, under capped instruction sets and thread counts
+# (parity.portability): one fresh process per setting.
+test-portability: $(STAMP)
+	$(PY) -m pytest -q -m portability tests/legacy/test_portability.py
+
 # The port's own tests on transformers 5.x, and the port checked against the shipped reference
 # bundle; TensorFlow must be absent there.
 test-modern: $(MODERN_STAMP)
 	! $(MODERN_PY) -c "import tensorflow" 2>/dev/null
 	$(MODERN_PY) -m pytest -q
 	$(MODERN)/bin/qarac-parity check $(REFERENCE) --quiet
+	$(MODERN)/bin/qarac-parity check $(INTEL_REFERENCE) --quiet
 
 PARITY_OUT ?= out/parity
 # The embedded tiny model's reference bundle, shipped in the repo; `make reference` records it again.
 REFERENCE := reference/tiny
+# The same bundle recorded on an Intel Xeon (AVX-512, TensorFlow's oneDNN ops on): the port must pass it too.
+INTEL_REFERENCE := tests/fixtures/reference-tiny-intel-xeon
 REFERENCE_STEPS := 3
 
 reference: $(STAMP)
