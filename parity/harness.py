@@ -6,8 +6,8 @@ side as data (`parity.record`), and imports no TensorFlow. The live harness,
 `run_parity`, records the legacy in memory and checks; `qarac-parity check`
 reads the same `LegacyRun` from a reference bundle.
 
-Formatting (terminal tables, JSON, Markdown, the plot) lives in
-`parity.report`; this module only computes.
+Formatting lives in `parity.report` (terminal tables, JSON, Markdown) and
+`parity.plot` (the plot); this module only computes.
 """
 
 from __future__ import annotations

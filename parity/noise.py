@@ -22,7 +22,7 @@ against `FLOOR_BOUND` (see its comment).
 The float64 run shares the port's code, so it cannot stand in for the legacy:
 a bug in the port is in its float64 run too. It only sizes the rounding noise,
 and the verdict still compares the port with the legacy
-(`tests/test_noise.py::test_float64_oracle_cannot_hide_a_port_bug`).
+(`tests/test_sharpness.py::test_float64_oracle_cannot_hide_a_port_bug`).
 """
 
 from __future__ import annotations

@@ -339,9 +339,9 @@ def read_reference(directory: Path) -> LegacyRun:
 
 
 def check_bundle_model(bundle: Bundle) -> None:
-    """The bundle's weights directory must describe the architecture the bundle was recorded for."""
+    """The bundle's model/ directory must describe the architecture the bundle was recorded for."""
     if bundle.model_dir is None:
-        raise BundleError(f"bundle {bundle.directory} has no weights/ directory")
+        raise BundleError(f"bundle {bundle.directory} has no model/ directory")
     config_path = bundle.model_dir / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

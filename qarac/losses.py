@@ -1,4 +1,4 @@
-"""The combined QARAC loss: the plain sum of the four objectives (SPEC 1.4)."""
+"""The combined QARAC loss: the plain sum of the four objectives (docs/legacy.md §1.4)."""
 
 from __future__ import annotations
 

@@ -309,7 +309,7 @@ def test_training_parity_with_legacy_fit(tiny_model_dir):
     from parity.training import TRAINING_TOLERANCE, training_parity
 
     result = training_parity(tiny_model_dir, steps=5, batch_size=3)
-    # On the original's batches (SPEC 1.5), built by each side's own pipeline code, identical.
+    # On the original's batches (docs/legacy.md §1.5), built by each side's own pipeline code, identical.
     assert result.data == "legacy_pipeline" and result.batches_identical
     assert len(result.batch_indices) == 5 and not set(result.batch_indices) & set(result.ragged_batches_skipped)
     assert result.passed and result.max_abs_diff <= TRAINING_TOLERANCE
