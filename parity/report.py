@@ -16,7 +16,8 @@ from rich.table import Table
 from parity.harness import ParityReport
 from qarac.checkpoint import atomic_write_text
 
-JSON_SCHEMA_VERSION = 1
+# 2: non-finite numbers written as strings ("nan", "inf", "-inf"); the float64 and bundle sections.
+JSON_SCHEMA_VERSION = 2
 
 
 def _fmt(value: Any) -> str:
@@ -207,8 +208,28 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
 
 # --- files ---------------------------------------------------------------------------------------
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float written as the string "nan", "inf" or "-inf": strict JSON
+    has no NaN/inf, and a port producing them must still get its report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def report_json(report: ParityReport) -> str:
-    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}, indent=2, allow_nan=True)
+    """The report as strict JSON (non-finite numbers as strings: `json_safe`)."""
+    return json.dumps(json_safe({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}), indent=2,
+                      allow_nan=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def write_json(report: ParityReport, path: Path) -> None:
