@@ -59,7 +59,7 @@ class MutantResult:
         stage: the first stage whose introduced error is over its bound, else the first over its
             bound in the real forward ("case: stage"); None where no stage is.
         worst_floor_ratio: the worst forward error (outputs and stages, every case) in floor units.
-        worst_float64_rel_err: the worst float64 relative error (outputs, stages, gradients).
+        worst_float64_rel_err: the worst float64 relative error over outputs and stages.
         float64_stage: the first stage over the float64 bound ("case: stage").
         error: the port raised instead of returning.
     """
@@ -92,7 +92,7 @@ def verdict(name: str, report: Any) -> MutantResult:
                         [c["name"] for c in report.forward if not c["passed"]],
                         report.first_introducing_stage or report.first_failing_stage,
                         max((r for r in ratios if np.isfinite(r)), default=None) if ratios else None,
-                        float64.get("worst"), first64)
+                        max((v["rel_err"] for v in float64.get("values", [])), default=None), first64)
 
 
 def evaluate(name: str, run: Any, device: str = "cpu") -> MutantResult:
@@ -220,18 +220,27 @@ def bert_position_ids(run=None):
 
 
 def position_offset(run=None):
-    """Position ids counted from padding_idx + 2 instead of + 1 (off by one)."""
+    """Position ids counted from padding_idx instead of padding_idx + 1 (off by one: the first token
+    gets the padding position's embedding)."""
     def shifted(ids, padding):
         real = (ids != padding).long()
-        return (torch.cumsum(real, dim=1) + 1) * real + padding
+        return torch.cumsum(real, dim=1) * real + padding - real
 
     return _embeddings_with_positions(shifted)
 
 
+def _every_name(weights: Mapping[str, np.ndarray], name: str) -> list[str]:
+    """`name` and every other name of the same parameter (the shared encoder base is recorded under
+    both encoders: loading applies the last, so an edit must reach each)."""
+    suffix = name.split(".", 1)[1]
+    return [other for other in weights if other.split(".", 1)[-1] == suffix and other.split(".")[0] in
+            ("question_encoder", "answer_encoder", name.split(".")[0])]
+
+
 def transposed_projection(run):
-    """The bridge forgets to transpose a square kernel (layer 0's query projection)."""
+    """The bridge forgets to transpose a square kernel (the encoder base's layer 0 query projection)."""
     name = "question_encoder.encoder.encoder.layer.0.attention.self.query.weight"
-    return _edited_weights(run, lambda w: {name: np.ascontiguousarray(w[name].T)})
+    return _edited_weights(run, lambda w: {other: np.ascontiguousarray(w[name].T) for other in _every_name(w, name)})
 
 
 def swapped_weights(run):
@@ -308,7 +317,7 @@ MUTANTS: Mapping[str, Callable[[Any], contextlib.AbstractContextManager]] = {
     "layer norm without gain and bias": layer_norm_without_affine,
     "attention output bias dropped": attention_output_bias_dropped,
     "BERT-style position ids": bert_position_ids,
-    "position ids offset by one": position_offset,
+    "position ids one short (from padding_idx)": position_offset,
     "square projection transposed": transposed_projection,
     "two same-shaped weights swapped": swapped_weights,
     "decoder head drops the last position": decoder_drops_last,

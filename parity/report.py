@@ -137,10 +137,24 @@ def summary_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]
         ["outputs failing with no stage failing", _short(f"{case}: {name}" for case, entry in report.localisation.items()
                                                          for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
+        *_float64_rows(report),
+        *([["bundle digest", report.bundle["digest"]]] if report.bundle.get("digest") else []),
         *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
         *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in report.timings_s.items()],
     ]
+
+
+def _float64_rows(report: ParityReport) -> list[list[str]]:
+    """The float64 exactness check in three lines (none without the legacy's float64 run)."""
+    if report.float64 is None:
+        return [["float64 exactness", "not run: the bundle holds no float64 run of the legacy"]]
+    f = report.float64
+    first = next((f"{case}: {stage}" for case, stage in f["first_failing_stage"].items() if stage), "none")
+    return [["float64 exactness: worst relative error", f"{_fmt(f['worst'])} (bound {_fmt(f['bound'])}, "
+             f"{len(f['values'])} values, {len(f['gradients'])} gradients)"],
+            ["float64 exactness: first stage over its bound", first],
+            ["float64 run: legacy parts substituted", _short(f["substitutes"], None)]]
 
 
 def _verdict(report: ParityReport) -> str:

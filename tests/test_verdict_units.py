@@ -48,3 +48,15 @@ def test_report_json_is_strict_with_nonfinite_numbers():
     value = {"a": [1.0, math.nan, math.inf], "b": -math.inf, "c": (2, "s")}
     text = json.dumps(json_safe(value), allow_nan=False)
     assert json.loads(text) == {"a": [1.0, "nan", "inf"], "b": "-inf", "c": [2, "s"]}
+
+
+def test_the_loss_keeps_float64_and_upcasts_half_precision():
+    """The port's loss upcast half precision with `.float()`, which also cut a float64 run down to
+    float32 (its gradients then agreed with the legacy's float64 ones to 3e-8 only)."""
+    import torch
+
+    from qarac.losses import at_least_float32
+
+    assert at_least_float32(torch.ones(2, dtype=torch.float64)).dtype == torch.float64
+    assert at_least_float32(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert at_least_float32(torch.ones(2)).dtype == torch.float32
