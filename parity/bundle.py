@@ -4,8 +4,8 @@ A bundle is a directory:
 
     manifest.json          schema version, library versions, model config, seeds, batch size,
                            the JSON-valued results (gradient census, warnings, losses, ...),
-                           one entry per array (shape, dtype, what it is) and the sha256 of
-                           every other file of the bundle
+                           one entry per array (shape, dtype, what it is), the sha256 of
+                           every other file of the bundle, and the bundle's digest
     arrays.safetensors     every array (the weights the legacy ran with, inputs, targets,
                            outputs, stages, gradients), by name
     model/                 the model's HF files besides its weights: config.json and the
@@ -17,6 +17,12 @@ so a failed write leaves an earlier bundle intact. Reading checks the schema
 version, every file's hash, and that every array the manifest lists is there
 with its shape and dtype, and raises `BundleError` (a one-line message naming
 the problem) otherwise.
+
+The digest is the sha256 of the manifest's canonical JSON without the digest
+itself (`manifest_digest`): it covers every file's hash and every JSON-valued
+result the verdict reads (the legacy's noise, its missing gradients, its
+training losses, its determinism flags), so one hex string names everything a
+check compares against; `qarac-parity check --expect-digest` pins it.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
-SCHEMA_VERSION = 1
+# 2: the manifest carries its digest (`manifest_digest`), checked on reading.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.safetensors"
 MODEL_DIR = "model"
@@ -56,6 +63,7 @@ class Bundle:
         model_dir: a directory of the model's HF files besides the weights (config.json,
             tokenizer files), or None.
         directory: where the bundle was read from, or None for one built in memory.
+        digest: the manifest's digest (`manifest_digest`), for a bundle read from disk.
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -64,6 +72,7 @@ class Bundle:
     meta: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
     directory: Path | None = None
+    digest: str | None = None
 
     def add(self, name: str, array: np.ndarray, description: str) -> None:
         if name in self.arrays:
@@ -137,8 +146,9 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool =
         manifest = {"schema_version": SCHEMA_VERSION, **bundle.meta, "results": bundle.results,
                     "arrays": entries,
                     "files": {str(p.relative_to(staging)): sha256_of(p) for p in _files_below(staging)}}
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default)
-                                             + "\n", encoding="utf-8")
+        manifest = json.loads(json.dumps(manifest, default=_json_default))  # as it will read back
+        manifest["digest"] = manifest_digest(manifest)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         for path in [staging, *staging.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # mkdtemp's 0700: a bundle is meant to be shared
         _swap_into_place(staging, directory)
@@ -167,8 +177,15 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its "digest" entry left out."""
+    content = {key: value for key, value in manifest.items() if key != "digest"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a bundle, after checking its schema version and every file's hash."""
+    """The manifest of a bundle, after checking its schema version, its digest and every file's hash."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle {directory} does not exist or is not a directory")
@@ -183,6 +200,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise BundleError(f"{directory} has bundle schema version {found!r}; this qarac reads version "
                           f"{SCHEMA_VERSION}: record the bundle again with this version")
+    if manifest.get("digest") != manifest_digest(manifest):
+        raise BundleError(f"bundle file {path} was changed after recording (its content no longer matches its digest)")
     _check_files(directory, manifest.get("files", {}))
     return manifest
 
@@ -228,12 +247,12 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
         if list(arrays[name].shape) != entry["shape"] or str(arrays[name].dtype) != entry["dtype"]:
             raise BundleError(f"bundle array {name!r} is {arrays[name].dtype}{list(arrays[name].shape)}, "
                               f"the manifest lists {entry['dtype']}{entry['shape']}")
-    meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files")}
+    meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files", "digest")}
     weights = directory / MODEL_DIR
     return Bundle(arrays={name: arrays[name] for name in listed},
                   descriptions={name: entry["description"] for name, entry in listed.items()},
                   results=manifest.get("results", {}), meta=meta,
-                  model_dir=weights if weights.is_dir() else None, directory=directory)
+                  model_dir=weights if weights.is_dir() else None, directory=directory, digest=manifest["digest"])
 
 
 def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:

@@ -78,6 +78,9 @@ def parse_check_args(argv: list[str]) -> argparse.Namespace:
                         help="refuse the bundle unless it was recorded for this HF RoBERTa directory's "
                              "architecture and vocabulary")
     parser.add_argument("--device", default="cpu", help="where the port runs: cpu (default) or cuda (TF32 off)")
+    parser.add_argument("--expect-digest", default=None, metavar="HEX",
+                        help="refuse the bundle unless its digest (printed by every check; it covers every "
+                             "file and recorded result) is HEX: pins a CI to one reference")
     _add_report_flags(parser)
     args = parser.parse_args(argv)
     args.batch_size, args.train_steps = 1, 0  # recorded in the bundle
@@ -284,6 +287,7 @@ def main_check(argv: list[str]) -> int:
         from parity.record import read_reference
 
         run = read_reference(args.bundle)
+        check_digest(run.meta["bundle_digest"], args.expect_digest, args.bundle)
         if args.model is not None:
             from parity.bundle import Bundle
             from parity.inputs import tokenizer_for
@@ -302,7 +306,25 @@ def main_check(argv: list[str]) -> int:
         report = check(run, tolerance=args.tolerance, device=device,
                        progress=lambda stage: status.update(f"check: {stage}"))
     report.model = f"{args.bundle} (recorded from {run.meta['model']})"
+    report.bundle = {"directory": str(args.bundle), "digest": run.meta["bundle_digest"]}
+    print(f"qarac-parity: bundle {args.bundle} digest {run.meta['bundle_digest']}")
     return finish(report, args)
+
+
+def check_digest(digest: str, expected: str | None, bundle: Path) -> None:
+    """With `--expect-digest`, the bundle's digest must be the one given (hex, case-insensitive).
+
+    Raises:
+        ValueError: not a sha256 hex digest, or another digest than the bundle's.
+    """
+    if expected is None:
+        return
+    expected = expected.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ValueError(f"--expect-digest must be 64 hex digits (a sha256), got {expected!r}")
+    if expected != digest:
+        raise ValueError(f"bundle {bundle} has digest {digest}, not the expected {expected}: "
+                         "it was recorded again or edited")
 
 
 def check_device(name: str):

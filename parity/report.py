@@ -16,7 +16,8 @@ from rich.table import Table
 from parity.harness import ParityReport
 from qarac.checkpoint import atomic_write_text
 
-JSON_SCHEMA_VERSION = 1
+# 2: non-finite numbers written as strings ("nan", "inf", "-inf"); the float64 and bundle sections.
+JSON_SCHEMA_VERSION = 2
 
 
 def _fmt(value: Any) -> str:
@@ -136,10 +137,24 @@ def summary_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]
         ["outputs failing with no stage failing", _short(f"{case}: {name}" for case, entry in report.localisation.items()
                                                          for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
+        *_float64_rows(report),
+        *([["bundle digest", report.bundle["digest"]]] if report.bundle.get("digest") else []),
         *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
         *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in report.timings_s.items()],
     ]
+
+
+def _float64_rows(report: ParityReport) -> list[list[str]]:
+    """The float64 exactness check in three lines (none without the legacy's float64 run)."""
+    if report.float64 is None:
+        return [["float64 exactness", "not run: the bundle holds no float64 run of the legacy"]]
+    f = report.float64
+    first = next((f"{case}: {stage}" for case, stage in f["first_failing_stage"].items() if stage), "none")
+    return [["float64 exactness: worst relative error", f"{_fmt(f['worst'])} (bound {_fmt(f['bound'])}, "
+             f"{len(f['values'])} values, {len(f['gradients'])} gradients)"],
+            ["float64 exactness: first stage over its bound", first],
+            ["float64 run: legacy parts substituted", _short(f["substitutes"], None)]]
 
 
 def _verdict(report: ParityReport) -> str:
@@ -207,8 +222,28 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
 
 # --- files ---------------------------------------------------------------------------------------
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float written as the string "nan", "inf" or "-inf": strict JSON
+    has no NaN/inf, and a port producing them must still get its report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def report_json(report: ParityReport) -> str:
-    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}, indent=2, allow_nan=True)
+    """The report as strict JSON (non-finite numbers as strings: `json_safe`)."""
+    return json.dumps(json_safe({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}), indent=2,
+                      allow_nan=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def write_json(report: ParityReport, path: Path) -> None:
