@@ -277,7 +277,8 @@ def decoder_drops_last(run=None):
 
         def layer_0(extended, **kwargs):
             output = real_layer_0(extended, **kwargs)
-            captured["vector_state"] = output[0][:, :1]
+            states = output[0] if isinstance(output, tuple) else output  # a tuple on transformers 4.x only
+            captured["vector_state"] = states[:, :1]
             return output
 
         def layer_1(states, **kwargs):  # receives extended[:, 1:]; rebuild extended[:, :-1]

@@ -25,7 +25,7 @@ from parity.compare import Comparison, ParityFailure, _structural_failure
 from parity.record import read_reference
 
 # The checks of `check` that judge the model itself (the others describe the legacy or the bundle).
-FORWARD_CHECKS = ("forward", "layers", "localised", "all_padding_row", "float64_exactness")
+FORWARD_CHECKS = ("forward", "layers", "localised", "all_padding_row", "float64_exactness", "port_in_legacy_preset")
 GRADIENT_CHECKS = ("gradient_parity", "gradient_missing_sets_agree", "backward_stages")
 
 
