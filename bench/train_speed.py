@@ -159,12 +159,13 @@ def run_timed(arguments: list[str]) -> dict[str, Any]:
 
 # --- what the steps hold --------------------------------------------------------------------
 
-def run_config(model_dir: Path, data_dir: Path, device: str, steps: int):
+def run_config(model_dir: Path, data_dir: Path, device: str, steps: int, variant: str = "eager"):
     from qarac.train import TrainConfig
 
+    optimizer = "single" if variant == "eager-single" else "foreach"
     return TrainConfig(output_dir=tempfile.gettempdir(), model_dir=str(model_dir), data_dir=str(data_dir),
                        batch_size=EXAMPLES, max_length=MAX_LENGTH, max_steps=steps, device=device,
-                       data_options=(FIXED_SHAPES,))
+                       data_options=(FIXED_SHAPES,), compile=variant == "compile", optimizer=optimizer)
 
 
 def batches_of_run(model_dir: Path, data_dir: Path, count: int) -> list[Any]:
@@ -252,15 +253,16 @@ def gemm_floor_ms(products: list[tuple[int, int, int, int]], repeats: int) -> fl
     return sum(best_ms[shape] for shape in products)
 
 
-def profile_step(model_dir: Path, data_dir: Path, batches: list[Any], rows: int = 25) -> str:
-    """torch.profiler's operator table of the train loop's own step functions over a few batches (eager)."""
+def profile_step(model_dir: Path, data_dir: Path, batches: list[Any], variant: str, rows: int = 25) -> str:
+    """torch.profiler's operator table of the train loop's own step functions (as `variant` sets
+    them up) over a few batches, after two unprofiled ones (compilation)."""
     from torch.profiler import ProfilerActivity, profile
 
     from qarac.losses import QaracLoss
     from qarac.train import Runtime, build_model, make_loss_step, make_optimizer, make_scheduler
     from qarac.validation import skip_value_checks
 
-    config = run_config(model_dir, data_dir, "cpu", len(batches))
+    config = run_config(model_dir, data_dir, "cpu", len(batches), variant)
     model = build_model(config, model_dir).train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -321,7 +323,7 @@ def measure(size: str, variant: str, root: Path, device: str, warmup: int, steps
         peak = next((value for key, value in PEAK_FLOPS.items() if key in name), None)
         entry.update(mfu=None if peak is None else flops / seconds / peak, gpu=name, floor_fraction=None)
     if args.profile and device == "cpu":
-        entry["profile"] = profile_step(model_dir, data_dir, batches[:7])
+        entry["profile"] = profile_step(model_dir, data_dir, batches[:7], variant)
         print(entry["profile"])
     return entry
 
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="steps before the timed ones")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--gemm-repeats", type=int, default=10)
-    parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of the eager step (CPU)")
+    parser.add_argument("--profile", action="store_true", help="add a torch.profiler table of each variant's step (CPU)")
     parser.add_argument("--note", default="", help="recorded with each entry, e.g. the machine's load")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)

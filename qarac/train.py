@@ -191,7 +191,7 @@ def make_loss_step(model: nn.Module, loss_fn: QaracLoss, train_config: TrainConf
         return lambda inputs, targets: LossBreakdown(**forward_and_loss(inputs, targets))
     mode = compile_mode(train_config, runtime)
     if train_config.data_config().padding != "corpus_fit" and runtime.is_main:
-        # Measured at mid size on CPU: 10.7 s a step against 0.5 s eager (bench/README.md section 10).
+        # Measured at mid size on CPU: 10.7 s a step against 0.6-0.9 s eager (bench/README.md section 10).
         logger.warning("--compile with per-batch padding: every new combination of field lengths is compiled "
                        "again; --data-option padding=corpus_fit gives every batch one shape")
     compiled = torch.compile(forward_and_loss, mode=mode)
