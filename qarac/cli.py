@@ -76,6 +76,15 @@ def _add_train(subparsers) -> None:
                      help="continue the run in OUTPUT from OUTPUT/latest, with the run's settings")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the forward, loss and optimizer step (CUDA graphs on CUDA when "
+                             "--data-option padding=corpus_fit makes every batch one shape)")
+    parser.add_argument("--optimizer", choices=("single", "foreach", "compiled"), default=defaults.optimizer,
+                        help="Keras' Nadam step: torch's per-parameter loop, one multi-tensor step, or that "
+                             "step compiled (the default becomes compiled under --compile)")
+    parser.add_argument("--pad-vocab", type=int, metavar="N",
+                        help="compute the LM head's vocabulary product padded to a multiple of N (default: 64 "
+                             "on CUDA, none on CPU; weights and logits unchanged)")
 
 
 def _add_encode(subparsers) -> None:
@@ -134,7 +143,8 @@ def run_train(args: argparse.Namespace) -> None:
                          legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
                          data_preset=args.data_preset, data_options=tuple(args.data_option),
                          resume=args.resume, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, compile=args.compile, optimizer=args.optimizer,
+                         pad_vocab=args.pad_vocab)
     import logging
 
     from transformers.utils import logging as hf_logging
