@@ -24,7 +24,10 @@ def plot_gradient_flow(report: ParityReport, path: Path) -> None:
     that mode's colour at the bottom of the axis.
     """
     modes = [mode for mode in MODES if mode in report.gradients]
-    missing = {mode: {parameter_group(name) for name in report.gradients[mode]["missing"]} for mode in modes}
+    modes += [mode for mode in report.gradients if mode.startswith("keras3/")]  # `--keras3` columns
+    missing = {mode: {parameter_group(name) for name in report.gradients[mode]["missing"]
+                      # JAX returns zeros where the other frameworks return None: marked alike
+                      + (report.gradients[mode]["zero"] if mode.startswith("keras3/") else [])} for mode in modes}
     groups = sorted({g for mode in modes for g in report.gradients[mode]["group_stats"]}
                     | set().union(*missing.values()), key=group_order)
     figure, axes = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups)), 8), sharex=True)
