@@ -183,13 +183,13 @@ def keras3_rows(report: ParityReport) -> list[list[str]]:
         ratio = entry.get("worst_floor_ratio")
         rows.append([backend, versions, "-" if ratio is None else f"{ratio:.2f}x",
                      entry.get("first_failing_stage") or "none", _fmt(entry.get("worst_gradient_rel_err")),
-                     _fmt(entry["compiled"].get("jit_compile")),
+                     "yes" if entry["compiled"].get("jit_compile") else "no",
                      _fmt(entry.get("forward_passed") and entry.get("gradient_parity_passed"))])
     return rows
 
 
 KERAS3_HEADER = ["backend", "versions", "worst forward error / floor", "first stage over bound",
-                 "eager gradient: worst rel err", "fit jit_compile", "result"]
+                 "eager gradient: worst rel err", "fit jit_compile (auto)", "result"]
 
 
 def keras3_census_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]:
@@ -329,6 +329,7 @@ def keras3_markdown(report: ParityReport) -> list[str]:
              _markdown_table(KERAS3_HEADER, keras3_rows(report)),
              "\n### Which parameters get no gradient\n", _markdown_table(KERAS3_CENSUS_HEADER,
                                                                         keras3_census_rows(report, limit=None)),
+             *[f"\n{backend}: {note}." for backend, note in report.keras3.get("notes", {}).items()],
              "\n### The seed's six variables\n", _markdown_table(header, rows)]
     for backend, entry in report.keras3["backends"].items():
         if entry.get("stages"):
