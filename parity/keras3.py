@@ -127,14 +127,21 @@ def run_backends(work: Path, backends=BACKENDS, timeout_s: float = RUNNER_TIMEOU
         processes[backend] = subprocess.Popen([sys.executable, "-m", "keras3_qarac.runner", "--work", str(work)],
                                               env=runner_env(backend), stdout=log, stderr=subprocess.STDOUT)
         log.close()
-    runs = {}
+    runs, walls = {}, {}
+    deadline = time.perf_counter() + timeout_s
+    while len(walls) < len(processes):  # polled, so that each runner's wall time is its own
+        for backend, process in processes.items():
+            if backend not in walls and process.poll() is not None:
+                walls[backend] = round(time.perf_counter() - started[backend], 3)
+        if time.perf_counter() > deadline:
+            for backend, process in processes.items():
+                if backend not in walls:
+                    process.kill()
+                    process.wait()
+                    walls[backend] = round(time.perf_counter() - started[backend], 3)
+        time.sleep(0.1)
     for backend, process in processes.items():
-        try:
-            process.wait(timeout=max(1.0, timeout_s - (time.perf_counter() - started[backend])))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        wall = round(time.perf_counter() - started[backend], 3)
+        wall = walls[backend]
         path = work / backend / "results.json"
         if not path.is_file():
             log = (work / f"{backend}.log").read_text(errors="replace").strip().splitlines()
