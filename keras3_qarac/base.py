@@ -5,8 +5,8 @@ the QARAC models and handed to them (one shared by both encoders, one causal for
 decoder), returning `last_hidden_state` and `pooler_output`. Its layers are keras-hub's
 (`RobertaBackbone`: token and position embedding, embedding layer norm, `TransformerEncoder`
 layers), run one by one rather than through the backbone's own functional graph, because
-HF's RoBERTa, which the legacy ran, differs from that graph in three ways that change
-QARAC's numbers:
+HF's RoBERTa, which the legacy ran, differs from that graph in four ways that matter
+here (the first three change QARAC's numbers, the last its gradient census):
 
 - positions: HF numbers real tokens from `pad_token_id + 1` and gives every padding token
   the position `pad_token_id`; the backbone numbers every position 0..T-1. The legacy's

@@ -8,7 +8,7 @@ model boundaries exactly as in the original design.
 
 from __future__ import annotations
 
-from keras3_qarac._keras import keras, ops
+from keras3_qarac._keras import keras
 from keras3_qarac.layers import GlobalAttentionPoolingHead, QaracDecoderHead
 
 TRAINER_INPUTS = ("all_text", "offset_text", "question", "answer", "proposition0", "proposition1",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -198,7 +198,3 @@ def load_base_weights(base: Any, model_dir: Path) -> None:
         variable = resolve(base, keras_inner)
         variable.assign(to_keras(tensors[name], name, tuple(variable.shape)))
 
-
-def iter_pt_shapes(weights: Mapping[str, np.ndarray]) -> Iterator[tuple[str, tuple[int, ...]]]:
-    for name, value in weights.items():
-        yield name, tuple(np.shape(value))

@@ -91,8 +91,13 @@ class BackendRun:
         return capture
 
 
-def write_work(work: Path, run: LegacyRun) -> None:
-    """The runners' inputs: the weights the legacy ran with, the padded batch and its targets."""
+def write_work(work: Path, run: LegacyRun, nested_tf_function: bool = True) -> None:
+    """The runners' inputs: the weights the legacy ran with, the padded batch and its targets.
+
+    Args:
+        nested_tf_function: TensorFlow backend: keep the original's nested `@tf.function`s in the
+            pooling heads (False: the plain Keras 3 translation, `keras3_qarac.layers`).
+    """
     from safetensors.numpy import save_file
 
     arrays = {f"weights/{name}": np.ascontiguousarray(run.weights[name]) for name in run.parameters}
@@ -104,7 +109,8 @@ def write_work(work: Path, run: LegacyRun) -> None:
     arrays["targets/consistency"] = np.asarray(run.targets["consistency"], dtype=np.float32)
     save_file(arrays, str(work / "inputs.safetensors"))
     meta = {"model_dir": str(run.meta.get("model_files") or run.meta["model"]), "seed": int(run.meta["seed"]),
-            "hidden_size": int(run.meta["model_config"]["hidden_size"]), "parameters": list(run.parameters)}
+            "hidden_size": int(run.meta["model_config"]["hidden_size"]), "parameters": list(run.parameters),
+            "nested_tf_function": bool(nested_tf_function)}
     (work / "inputs.json").write_text(json.dumps(meta))
 
 
@@ -176,6 +182,15 @@ def attribute(flow: gradients.GradientFlow, references: list[Mapping[str, np.nda
         flow.causes[name] = gradients.LOST if reached else gradients.DEAD
 
 
+def _forward_entry(case) -> dict[str, Any]:
+    """A backend's forward comparison (`parity.forward.CaseResult`) as report fields."""
+    compared = case.outputs + case.stages
+    return {"forward": [c.to_dict() for c in case.outputs], "stages": [c.to_dict() for c in case.stages],
+            "first_failing_stage": case.first_failure, "unlocated_outputs": case.unlocated,
+            "forward_passed": all(c.passed for c in compared),
+            "worst_floor_ratio": max((c.floor_ratio for c in compared if c.floor_ratio is not None), default=None)}
+
+
 def keras3_section(report: ParityReport, run: LegacyRun, runs: Mapping[str, BackendRun],
                    model_config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, gradients.GradientFlow], dict[str, bool]]:
     """Compare each backend's results with the legacy recording.
@@ -210,15 +225,13 @@ def keras3_section(report: ParityReport, run: LegacyRun, runs: Mapping[str, Back
         entry.update({"versions": results["versions"], "timings_s": results["timings_s"],
                       "nested_tf_function": results["nested_tf_function"],
                       "compiled": {k: v for k, v in results["modes"]["compiled"].items() if k != "missing"}})
-        case = compare_captures(backend_run.capture(num_layers), run.captures["padded"], run.inputs["padded"],
-                                f"keras3/{backend}", tolerance, floors if bound is not None else None, bound)
-        entry["forward"] = [c.to_dict() for c in case.outputs]
-        entry["stages"] = [c.to_dict() for c in case.stages]
-        entry["first_failing_stage"] = case.first_failure
-        entry["unlocated_outputs"] = case.unlocated
-        entry["forward_passed"] = all(c.passed for c in case.outputs + case.stages)
-        entry["worst_floor_ratio"] = max((c.floor_ratio for c in case.outputs + case.stages
-                                          if c.floor_ratio is not None), default=None)
+        try:
+            case = compare_captures(backend_run.capture(num_layers), run.captures["padded"], run.inputs["padded"],
+                                    f"keras3/{backend}", tolerance, floors if bound is not None else None, bound)
+            entry.update(_forward_entry(case))
+        except (IndexError, KeyError, ValueError) as error:  # a forward that ran other stages than the legacy's
+            entry.update({"forward_problem": f"{type(error).__name__}: {error}", "forward_passed": False,
+                          "forward": [], "stages": [], "first_failing_stage": None, "unlocated_outputs": []})
         compared = gradient_parity.compare_gradients(backend_run.gradients("eager", parameters), run.gradients["tf/eager"])
         entry["gradient_parity"] = [c.to_dict() for c in compared]
         entry["gradient_parity_passed"] = bool(compared) and all(c.passed for c in compared)

@@ -182,7 +182,8 @@ def keras3_rows(report: ParityReport) -> list[list[str]]:
                    f"{library} {entry['versions'][library]}"
         ratio = entry.get("worst_floor_ratio")
         rows.append([backend, versions, "-" if ratio is None else f"{ratio:.2f}x",
-                     entry.get("first_failing_stage") or "none", _fmt(entry.get("worst_gradient_rel_err")),
+                     entry.get("forward_problem") or entry.get("first_failing_stage") or "none",
+                     _fmt(entry.get("worst_gradient_rel_err")),
                      "yes" if entry["compiled"].get("jit_compile") else "no",
                      _fmt(entry.get("forward_passed") and entry.get("gradient_parity_passed"))])
     return rows

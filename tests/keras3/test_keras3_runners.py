@@ -90,6 +90,17 @@ def test_a_planted_gradient_error_fails_gradient_parity(port_reference, backend_
     assert [c["name"] for c in entry["gradient_parity"] if not c["passed"]] == ["answer_encoder.head.global_projection"]
 
 
+def test_a_forward_running_other_stages_fails_without_stopping_the_run(port_reference, backend_runs):
+    """A backend whose forward skipped a stage the legacy ran: a failed check with the reason, not a crash."""
+    from parity.keras3 import BackendRun
+
+    run = backend_runs["torch"]
+    results = {**run.results, "order": [key for key in run.results["order"] if "decoder head: layer_1" not in key]}
+    result, _, checks = section(port_reference, {"torch": BackendRun("torch", results, run.arrays, run.wall_s)})
+    assert not checks["keras3_forward"]
+    assert "different stages" in result["backends"]["torch"]["forward_problem"]
+
+
 def test_a_failed_runner_fails_the_run_with_its_reason(port_reference, backend_runs):
     from parity.keras3 import BackendRun
 
@@ -116,3 +127,40 @@ def test_a_transposed_weight_is_caught_through_the_runner(port_reference, tmp_pa
     assert not entry["forward_passed"]
     assert entry["first_failing_stage"] == "encoder base: layer 0 (all_text)"
     assert np.isfinite(entry["forward"][0]["max_abs_err"])
+
+
+def test_without_the_nested_tf_function_tensorflow_fit_keeps_the_local_projections(port_reference, tmp_path):
+    """The plain Keras 3 translation (`ops.vectorized_map` over the undecorated projection): on the
+    TensorFlow backend `fit` then loses only the dead pooler, as PyTorch and JAX do."""
+    from parity.keras3 import run_backends, write_work
+
+    write_work(tmp_path, port_reference, nested_tf_function=False)
+    runs = run_backends(tmp_path, ("tensorflow",))
+    assert runs["tensorflow"].results["nested_tf_function"] is False
+    result, flows, checks = section(port_reference, runs)
+    assert checks["keras3_forward"] and checks["keras3_gradient_parity"]
+    for mode in ("eager", "compiled"):
+        assert set(flows[column("tensorflow", mode)].missing) == POOLER, mode
+
+
+def test_a_base_directory_missing_a_tensor_is_refused_naming_it(port_reference, tmp_path):
+    """Strict loading from the HF directory: a missing tensor is the runner's one-line error, and the run fails."""
+    import shutil
+    from types import SimpleNamespace
+
+    from safetensors.numpy import load_file, save_file
+
+    from parity.keras3 import run_backends, write_work
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(port_reference.meta["model"], model_dir)
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    del tensors["pooler.dense.bias"]
+    save_file(tensors, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+    broken = SimpleNamespace(**{**vars(port_reference), "meta": {**port_reference.meta, "model": str(model_dir)}})
+    write_work(tmp_path, broken)
+    runs = run_backends(tmp_path, ("torch",))
+    assert "missing tensors ['pooler.dense.bias']" in runs["torch"].error
+    assert len(runs["torch"].error.splitlines()) == 1
+    _, _, checks = section(port_reference, runs)
+    assert not checks["keras3_runs"]
