@@ -164,3 +164,20 @@ def test_a_base_directory_missing_a_tensor_is_refused_naming_it(port_reference, 
     assert len(runs["torch"].error.splitlines()) == 1
     _, _, checks = section(port_reference, runs)
     assert not checks["keras3_runs"]
+
+
+def test_report_and_plot_show_every_keras3_column(port_reference, backend_runs, tmp_path):
+    from types import SimpleNamespace
+
+    from parity.plot import plot_gradient_flow
+    from parity.report import keras3_markdown
+
+    result, flows, _ = section(port_reference, backend_runs)
+    report = SimpleNamespace(keras3=result, gradients={key: flow.to_dict() for key, flow in flows.items()})
+    markdown = "\n".join(keras3_markdown(report))
+    for backend in BACKENDS:
+        for mode in ("eager", "compiled"):
+            assert f"| {column(backend, mode)} |" in markdown
+    assert "| answer_encoder.head.local_projection | gradient | missing | gradient |" in markdown
+    plot_gradient_flow(report, tmp_path / "flow.png")
+    assert (tmp_path / "flow.png").stat().st_size > 10_000
