@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 MODERN := .venv-modern
 MODERN_PY := $(MODERN)/bin/python
 MODERN_STAMP := $(MODERN)/.installed
-LEGACY_EXTRAS := legacy,test
+LEGACY_EXTRAS := legacy,keras3,test
 MODERN_EXTRAS := modern,test
 
 .PHONY: test test-modern test-portability parity reference install install-modern clean

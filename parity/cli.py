@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qarac-parity", description=__doc__.splitlines()[0],
                                      epilog="Subcommands: `qarac-parity record --help`, `qarac-parity check --help`.")
     _add_run_flags(parser)
+    parser.add_argument("--keras3", action="store_true",
+                        help="also run QARAC's original design on Keras 3's TensorFlow, PyTorch and JAX backends "
+                             "(one process each) against the same legacy recording: forward and gradient parity, "
+                             "census columns keras3/<backend>/<mode> (needs the `keras3` extra)")
     _add_report_flags(parser)
     return parser.parse_args(argv)
 
@@ -133,6 +137,20 @@ def check_tensorflow() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         raise ValueError("the live run and `record` need TensorFlow (the `legacy` extra: pip install -e '.[legacy]'); "
                          "without it, check the port against a reference bundle: qarac-parity check BUNDLE")
+
+
+def check_keras3() -> None:
+    """`--keras3` runs Keras 3, keras-hub and JAX: refuse, in one line, where the `keras3` extra is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = [name for name in ("keras", "keras_hub", "jax", "tensorflow", "torch")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"--keras3 needs {', '.join(missing)} (the `keras3` extra: pip install -e '.[keras3]')")
+    version = importlib.metadata.version("keras")
+    if not version.startswith("3."):
+        raise ValueError(f"--keras3 needs Keras 3, found keras {version} (the `keras3` extra: pip install -e '.[keras3]')")
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -360,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model = tiny_model_dir()
         check_model_dir(args.model)
         check_tensorflow()
+        if args.keras3:
+            check_keras3()
     except (CheckpointError, ValueError, OSError) as error:
         return _fail(error)
 
@@ -374,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         tolerance = args.tolerance  # None: judged in noise-floor units
         with console.status("parity") as status:
             report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
-                                train_steps=args.train_steps, fit_probe=fit_probe,
+                                train_steps=args.train_steps, fit_probe=fit_probe, keras3=args.keras3,
                                 progress=lambda stage: status.update(f"parity: {stage}"))
     finally:
         stop_fit_probe(fit_probe)

@@ -67,6 +67,7 @@ class ParityReport:
     gradient_parity: list[dict[str, Any]] = field(default_factory=list)
     deviations: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] | None = None
+    keras3: dict[str, Any] | None = None  # `--keras3`: parity.keras3's section
     checks: dict[str, bool] = field(default_factory=dict)
     passed: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -227,11 +228,12 @@ def build_port(run: LegacyRun, device: str | torch.device = "cpu",
 
 def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
                train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None,
-               fit_probe: Any = None) -> ParityReport:
+               fit_probe: Any = None, keras3: bool = False) -> ParityReport:
     """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port.
 
     Args:
         fit_probe: the `fit` probe, when the caller started it already (`parity.fit_probe`).
+        keras3: also run QARAC on Keras 3's three backends against the same recording (`parity.keras3`).
     """
     from parity.record import record_legacy
 
@@ -239,6 +241,10 @@ def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, b
     run = record_legacy(model_dir, seed, batch_size, train_steps, progress, fit_probe)
     release_memory()  # the legacy model's gigabytes go back before the port's models are built
     report = check(run, tolerance, progress=progress)
+    if keras3:
+        from parity.keras3 import add_keras3
+
+        add_keras3(report, run, progress=progress)
     report.timings_s = {**{f"record {k}": v for k, v in run.timings_s.items()}, **report.timings_s,
                         "total": round(time.perf_counter() - start, 3)}
     return report

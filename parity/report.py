@@ -185,6 +185,51 @@ def training_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def keras3_rows(report: ParityReport) -> list[list[str]]:
+    """`--keras3`: one row per backend: versions, forward and gradient parity against the legacy."""
+    rows = []
+    for backend, entry in (report.keras3 or {}).get("backends", {}).items():
+        if entry.get("error"):
+            rows.append([backend, "-", "-", "-", "-", "-", f"did not run: {entry['error']}"])
+            continue
+        library = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}[backend]
+        versions = f"keras {entry['versions']['keras']}, keras-hub {entry['versions']['keras_hub']}, " \
+                   f"{library} {entry['versions'][library]}"
+        ratio = entry.get("worst_floor_ratio")
+        rows.append([backend, versions, "-" if ratio is None else f"{ratio:.2f}x",
+                     entry.get("forward_problem") or entry.get("first_failing_stage") or "none",
+                     _fmt(entry.get("worst_gradient_rel_err")),
+                     "yes" if entry["compiled"].get("jit_compile") else "no",
+                     _fmt(entry.get("forward_passed") and entry.get("gradient_parity_passed"))])
+    return rows
+
+
+KERAS3_HEADER = ["backend", "versions", "worst forward error / floor", "first stage over bound",
+                 "eager gradient: worst rel err", "fit jit_compile (auto)", "result"]
+
+
+def keras3_census_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]:
+    """`--keras3`: per census column, the parameters with no gradient (None) or an all-zero one, and why."""
+    rows = []
+    for mode, flow in report.gradients.items():
+        if not mode.startswith("keras3/"):
+            continue
+        causes = sorted({cause.split(":")[0] for cause in flow.get("causes", {}).values()})
+        rows.append([mode, _short(flow["missing"], limit), _short(flow["zero"], limit), "; ".join(causes) or "-"])
+    return rows
+
+
+KERAS3_CENSUS_HEADER = ["column", "no gradient (None)", "all-zero gradient", "cause"]
+
+
+def keras3_seed_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
+    """The seed's six variables (rows) in every Keras 3 column: gradient, missing or zero."""
+    table = (report.keras3 or {}).get("seed_six", {})
+    columns = list(table)
+    names = sorted({name for statuses in table.values() for name in statuses})
+    return ["parameter", *columns], [[name, *(table[c][name] for c in columns)] for name in names]
+
+
 # --- terminal ------------------------------------------------------------------------------------
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> Table:
@@ -215,6 +260,10 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     if report.training:
         header, rows = training_rows(report)
         console.print(_table("Training parity (legacy fit vs PyTorch legacy preset)", header, rows))
+    if report.keras3:
+        console.print(_table("Keras 3 (QARAC's original design) vs the legacy, padded batch", KERAS3_HEADER,
+                             keras3_rows(report)))
+        console.print(_table("Keras 3 gradient census", KERAS3_CENSUS_HEADER, keras3_census_rows(report)))
     console.print(_table("Summary", SUMMARY_HEADER, summary_rows(report)))
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     console.print(f"parity {verdict} in {report.timings_s.get('total', float('nan')):.1f} s")
@@ -270,6 +319,9 @@ TERMS = {
     "tf/fit": "one real Keras `fit` step (in a side process), the way the legacy trained; TensorFlow's "
               "\"Gradients do not exist\" warning is captured from it.",
     "pt/legacy, pt/default": "PyTorch gradients of the port in the legacy preset and in the default preset.",
+    "keras3/<backend>/<mode>": "(`--keras3`) QARAC's original design in Keras 3 on keras-hub's RoBERTa "
+                               "(`keras3_qarac/`), on the tensorflow, torch or jax backend: `eager` is the backend's "
+                               "own eager differentiation, `compiled` one real Keras `fit` step.",
     "the seed's six variables": "the variables TensorFlow's warning in the seed note names as getting no gradient: "
                                 "the pooler dense kernel and bias of both RoBERTa bases (dead parameters: QARAC "
                                 "never uses the pooler) and the local projection of both encoder heads (used, but "
@@ -299,7 +351,30 @@ def report_markdown(report: ParityReport) -> str:
     if report.training:
         header, rows = training_rows(report)
         parts += ["\n## Training parity\n", _markdown_table(header, rows)]
+    if report.keras3:
+        parts += keras3_markdown(report)
     return "\n".join(parts) + "\n"
+
+
+def keras3_markdown(report: ParityReport) -> list[str]:
+    """`--keras3`: the backends against the legacy, the census columns, the seed's six, each backend's stages."""
+    header, rows = keras3_seed_rows(report)
+    parts = ["\n## Keras 3: QARAC's original design on three backends\n",
+             "Each backend ran in its own process (`keras3_qarac.runner`) with the legacy's weights, on the padded "
+             "batch; forward values are judged as the port's, against the same noise floors.\n",
+             _markdown_table(KERAS3_HEADER, keras3_rows(report)),
+             "\n### Which parameters get no gradient\n", _markdown_table(KERAS3_CENSUS_HEADER,
+                                                                        keras3_census_rows(report, limit=None)),
+             *[f"\n{backend}: {note}." for backend, note in report.keras3.get("notes", {}).items()],
+             "\n### The seed's six variables\n", _markdown_table(header, rows)]
+    for backend, entry in report.keras3["backends"].items():
+        if entry.get("stages"):
+            stage_rows = [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["noise_floor"]),
+                           "-" if c["floor_ratio"] is None else f"{c['floor_ratio']:.2f}x", _fmt(c["passed"])]
+                          for c in entry["forward"] + entry["stages"]]
+            parts += [f"\n### keras3/{backend}: outputs and stages\n",
+                      _markdown_table(["value", "max abs err", "noise floor", "error / floor", "result"], stage_rows)]
+    return parts
 
 
 def write_markdown(report: ParityReport, path: Path) -> None:
