@@ -47,13 +47,10 @@ test-modern: $(MODERN_STAMP)
 	! $(MODERN_PY) -c "import tensorflow" 2>/dev/null
 	$(MODERN_PY) -m pytest -q
 	$(MODERN)/bin/qarac-parity check $(REFERENCE) --quiet
-	$(MODERN)/bin/qarac-parity check $(INTEL_REFERENCE) --quiet
 
 PARITY_OUT ?= out/parity
 # The embedded tiny model's reference bundle, shipped in the repo; `make reference` records it again.
 REFERENCE := reference/tiny
-# The same bundle recorded on an Intel Xeon (AVX-512, TensorFlow's oneDNN ops on): the port must pass it too.
-INTEL_REFERENCE := tests/fixtures/reference-tiny-intel-xeon
 REFERENCE_STEPS := 3
 
 reference: $(STAMP)

@@ -184,8 +184,14 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a bundle, after checking its schema version, its digest and every file's hash."""
+# Older schemas a caller may ask to read, and what they lack: schema 1 had no manifest digest and no
+# float64 run of the legacy (`parity.reproduction.with_float64_run` completes one for `check`).
+OLDER_SCHEMAS = {1: "no manifest digest, no float64 run of the legacy"}
+
+
+def read_manifest(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict[str, Any]:
+    """The manifest of a bundle, after checking its schema version (one of `schemas`), its digest
+    (from schema 2 on) and every file's hash."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle {directory} does not exist or is not a directory")
@@ -196,11 +202,11 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in schemas:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise BundleError(f"{directory} has bundle schema version {found!r}; this qarac reads version "
                           f"{SCHEMA_VERSION}: record the bundle again with this version")
-    if manifest.get("digest") != manifest_digest(manifest):
+    if manifest["schema_version"] >= 2 and manifest.get("digest") != manifest_digest(manifest):
         raise BundleError(f"bundle file {path} was changed after recording (its content no longer matches its digest)")
     _check_files(directory, manifest.get("files", {}))
     return manifest
@@ -221,8 +227,8 @@ def _check_files(directory: Path, files: Mapping[str, str]) -> None:
         raise BundleError(f"bundle {directory} holds files its manifest does not list: {extra}")
 
 
-def read_bundle(directory: str | os.PathLike) -> Bundle:
-    """Read and check a bundle.
+def read_bundle(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA_VERSION,)) -> Bundle:
+    """Read and check a bundle (of one of `schemas`: only this version by default, see `OLDER_SCHEMAS`).
 
     Raises:
         BundleError: missing directory or manifest, another schema version, a file
@@ -230,7 +236,7 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
             safetensors file, or an array missing or of another shape/dtype than listed.
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, schemas)
     try:
         arrays = safetensors.numpy.load_file(str(directory / ARRAYS_NAME))
     except (safetensors.SafetensorError, OSError, ValueError) as error:
@@ -252,7 +258,8 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
     return Bundle(arrays={name: arrays[name] for name in listed},
                   descriptions={name: entry["description"] for name, entry in listed.items()},
                   results=manifest.get("results", {}), meta=meta,
-                  model_dir=weights if weights.is_dir() else None, directory=directory, digest=manifest["digest"])
+                  model_dir=weights if weights.is_dir() else None, directory=directory,
+                  digest=manifest.get("digest"))
 
 
 def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from parity.reproduction import TRIANGLE
+
 # Each setting: the environment it adds to a fresh process.
 SETTINGS: dict[str, dict[str, str]] = {
     "torch-scalar": {"ATEN_CPU_CAPABILITY": "default"},
@@ -94,7 +96,8 @@ class PortabilityResult:
         check_passed / check_failed: `check`'s verdict on the bundle and the checks that failed.
         check_worst_floor_ratio: the worst forward error of the port, in floor units.
         reproduction: `parity.reproduction.Reproduction.to_dict()` of the new recording.
-        reproduction_worst_floor_ratio: its worst captured value, in floor units.
+        reproduction_worst_ratio: its worst value judged through the float64 runs, in units of
+            its scale (the two recordings' float32 errors, `parity.reproduction`; bound 1).
     """
 
     setting: str
@@ -104,7 +107,7 @@ class PortabilityResult:
     check_failed: list[str] = field(default_factory=list)
     check_worst_floor_ratio: float | None = None
     reproduction: dict[str, Any] = field(default_factory=dict)
-    reproduction_worst_floor_ratio: float | None = None
+    reproduction_worst_ratio: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,11 +118,10 @@ def check_and_reproduce(bundle_dir: Path, model_dir: Path | None = None) -> tupl
 
     Returns: (the check report as a dict, the `Reproduction`).
     """
-    from parity import noise
     from parity.bundle import read_bundle
     from parity.harness import check
     from parity.record import check_bundle_model, from_bundle, record_legacy, to_bundle
-    from parity.reproduction import compare_bundles, floors_of
+    from parity.reproduction import compare_bundles
     from qarac.presets import tiny_model_dir
 
     reference = read_bundle(bundle_dir)
@@ -128,7 +130,7 @@ def check_and_reproduce(bundle_dir: Path, model_dir: Path | None = None) -> tupl
     settings = (reference.results.get("training") or {}).get("settings") or {}
     fresh = to_bundle(record_legacy(model_dir or tiny_model_dir(), reference.meta["seed"],
                                     reference.meta["batch_size"], settings.get("steps", 0)))
-    return report, compare_bundles(reference, fresh, floors_of(report), noise.FLOOR_BOUND)
+    return report, compare_bundles(reference, fresh)
 
 
 def worst_forward_floor_ratio(report: dict[str, Any]) -> float | None:
@@ -161,14 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     result.check_failed = [name for name, ok in report["checks"].items() if not ok]
     result.check_worst_floor_ratio = worst_forward_floor_ratio(report)
     result.reproduction = reproduction.to_dict()
-    worst = reproduction.worst("noise floor")
-    result.reproduction_worst_floor_ratio = worst.ratio if worst else None
+    worst = reproduction.worst(TRIANGLE)
+    result.reproduction_worst_ratio = worst.ratio if worst else None
     from qarac.checkpoint import atomic_write_text
 
     atomic_write_text(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
     print(f"{args.setting}: check {'PASSED' if result.check_passed else 'FAILED'} "
           f"(worst {result.check_worst_floor_ratio:.2f} floors), reproduction "
-          f"{'PASSED' if reproduction.passed else 'FAILED'} (worst {result.reproduction_worst_floor_ratio:.2f} floors)")
+          f"{'PASSED' if reproduction.passed else 'FAILED'} (worst {result.reproduction_worst_ratio:.2f} of its scale)")
     return 0 if result.check_passed and reproduction.passed else 1
 
 

@@ -1,41 +1,53 @@
 """Does one recording reproduce another? Two bundles of the same model and settings, compared
-array by array, and result by result, with the shared rule (`parity.agreement`).
+array by array and result by result, by the shared rule (`parity.agreement`), with a bar that
+only the recordings themselves set: no port runs here.
 
 A recording made on another CPU (other oneDNN kernels, another instruction set, another thread
-count) differs from the shipped one by float32 rounding, which is never zero and never the same
-twice across machines. Each array is judged against the scale that means something for it:
+count) differs from the shipped one by float32 rounding, never zero and never the same across
+machines. Each value is judged against the scale that means something for it:
 
-- a forward value the legacy captured (an output, a stage's output, and every other array that
-  holds the same values: a stage's input, the backward's stage inputs): its noise floor, measured
-  by `check` of the reference bundle, bound `parity.noise.FLOOR_BOUND`;
-- a gradient: its own magnitude, except the analytically-zero ones (the key biases), judged
-  against the largest gradient of their set;
-- every other float array (weights, backward gradients, the `l2_normalize` probe): its own
-  magnitude; integer arrays (token ids, masks, labels): exactly.
+- a value the legacy also computed in float64 (every captured forward output and stage, the
+  eager gradients): the reference's own float32 error against its float64 run, plus the two
+  float64 runs' disagreement (round-off), at least one float32 ulp of the value; the bound is
+  `REPRODUCTION_BOUND`. Element by element |A - B| <= |A - A64| + |A64 - B64| + |B64 - B|: a
+  faithful recording B is within about twice A's error, but the scale is A's alone, since a
+  recording that also set its own bar (|B - B64|) would widen it with every error it makes;
+- any other gradient: its own magnitude, except the analytically-zero ones (the key biases),
+  judged against the largest gradient of their set;
+- any other float array (weights, the backward's arrays, the `l2_normalize` probe, the captures
+  of a case with no float64 run): its own magnitude; integers (token ids, masks, labels) exactly.
 
-The JSON results must agree exactly (the census, the warning's names, the orders), and the
-training losses within the relative bound. The legacy's own reordering differences
-(`noise_floors.legacy`) and the timings are measurements of noise and time, not results, and
-are not compared.
+The JSON results must agree exactly (the census, the warning's names, the orders), the training
+losses by the relative bound. The legacy's own reordering differences (`noise_floors.legacy`)
+and the timings measure noise and time, not results, and are not compared.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from parity.agreement import Agreement, Scale, floor_scale, gradient_scales, judge, magnitude_scale
+from parity.agreement import Agreement, Scale, gradient_scales, judge, magnitude_scale
 from parity.bundle import Bundle
 
-_CAPTURED = re.compile(r"^legacy/(?P<case>[^/]+)/(?P<kind>output|stage_out)/(?P<name>.+)$")
+# Arrays of the legacy's float32 run and the name of their float64 counterpart (`parity.record`).
+_FLOAT64_OF = ((re.compile(r"^legacy/(?P<rest>.+)$"), "legacy64/{rest}"),
+               (re.compile(r"^gradients/tf/eager/(?P<rest>.+)$"), "gradients64/tf/eager/{rest}"))
 _GRADIENT = re.compile(r"^gradients/(?P<mode>[^/]+)/(?P<name>.+)$")
+FLOAT64_PREFIXES = ("legacy64/", "gradients64/")
+F32_EPS = float(np.finfo(np.float32).eps)
 # Results that must be equal; the rest are noise measurements or timings (module docstring).
 EXACT_RESULTS = ("weight_summary", "determinism", "fit_warning", "parameters", "fit_missing",
                  "gradients_missing", "capture_orders", "backward_order")
+TRIANGLE = "reference's float32 error against its float64 run"
+# Bound in units of that scale. Measured: an Intel Xeon recording against an AMD EPYC one of the
+# same commit (tests/fixtures), 291 values: worst 3.01 (the consistency output, whose error is a few
+# ulps); the other recording's own error reached 4.0x the reference's there. 6 keeps a 2x margin,
+# and a value moved by 10 of its scales lands at 10 - 3 = 7 or more, above it.
+REPRODUCTION_BOUND = 6.0
 
 
 @dataclass
@@ -43,7 +55,7 @@ class Reproduction:
     """Every array and result of `other` judged against `reference`.
 
     Attributes:
-        agreements: one per array, and one per training loss (`training/<mode>/<step>/<loss>`).
+        agreements: one per array both hold, and one per training loss (`training/<mode>/<step>/<loss>`).
         problems: structural differences (arrays on one side only, results that differ).
         passed: no problem, and every agreement within its bound.
     """
@@ -55,8 +67,7 @@ class Reproduction:
     def worst(self, basis: str | None = None) -> Agreement | None:
         """The agreement with the largest ratio to its bound (of one basis, if given)."""
         chosen = [a for a in self.agreements if basis is None or a.basis == basis]
-        return max(chosen, key=lambda a: a.ratio / a.bound if a.bound else (0.0 if a.ratio == 0 else float("inf")),
-                   default=None)
+        return max(chosen, key=_over_bound, default=None)
 
     def failures(self) -> list[Agreement]:
         return [a for a in self.agreements if not a.passed]
@@ -68,44 +79,49 @@ class Reproduction:
                 "worst_by_basis": worst, "failures": [a.to_dict() for a in self.failures()]}
 
 
-def floors_of(report: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """case -> value -> noise floor, from a `check` report (`ParityReport.to_dict()`)."""
-    return {case: dict(entry["floor"]) for case, entry in report["noise_floors"].items()}
+def _over_bound(agreement: Agreement) -> float:
+    if agreement.bound:
+        return agreement.ratio / agreement.bound
+    return 0.0 if agreement.ratio == 0 else float("inf")
 
 
-def _content_key(value: np.ndarray) -> str:
-    return hashlib.sha256(f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes()).hexdigest()
+def _max_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(np.subtract(a, b, dtype=np.float64)).max(initial=0.0))
 
 
-def value_scales(reference: Bundle, floors: Mapping[str, Mapping[str, float]], floor_bound: float) -> dict[str, Scale]:
-    """The scale of every array of `reference` (see the module docstring).
+def _triangle_scale(name: str, reference: Bundle, other: Bundle) -> Scale | None:
+    """|A - A64| + |A64 - B64| (+ one ulp) for a value both recordings also hold in float64, else None."""
+    for pattern, template in _FLOAT64_OF:
+        if match := pattern.match(name):
+            twin = template.format(**match.groupdict())
+            a64, b64 = reference.arrays.get(twin), other.arrays.get(twin)
+            if a64 is None or b64 is None:
+                return None
+            a = reference.arrays[name]
+            if not (np.isfinite(a64).all() and np.isfinite(b64).all()) or a.shape != a64.shape:
+                return None
+            ulp = F32_EPS * float(np.abs(a).max(initial=0.0))
+            value = _max_difference(a, a64) + _max_difference(a64, b64) + ulp
+            return Scale(max(value, float(np.finfo(np.float32).tiny)), TRIANGLE, REPRODUCTION_BOUND)
+    return None
 
-    Args:
-        floors: case -> value name (`output:<name>` or a stage) -> floor (`floors_of`).
-        floor_bound: the verdict bound in floor units (`parity.noise.FLOOR_BOUND`).
-    """
+
+def value_scales(reference: Bundle, other: Bundle) -> dict[str, Scale]:
+    """The scale of every array both bundles hold (see the module docstring)."""
+    common = set(reference.arrays) & set(other.arrays)
     scales: dict[str, Scale] = {}
-    by_content: dict[str, Scale] = {}
-    for name, value in reference.arrays.items():
-        match = _CAPTURED.match(name)
-        if not match:
-            continue
-        # `parity.noise` names an output's floor `output:trainer.<name>` (`parity.forward.output_arrays`)
-        key = f"output:trainer.{match['name']}" if match["kind"] == "output" else match["name"]
-        floor = floors.get(match["case"], {}).get(key)
-        if floor is not None:
-            scales[name] = floor_scale(floor, floor_bound)
-            by_content.setdefault(_content_key(value), scales[name])
     modes: dict[str, dict[str, np.ndarray]] = {}
-    for name, value in reference.arrays.items():
-        if match := _GRADIENT.match(name):
-            modes.setdefault(match["mode"], {})[match["name"]] = value
+    for name in common:
+        if name.startswith(FLOAT64_PREFIXES):
+            continue  # the float64 runs serve as the bar; their own disagreement is in every triangle
+        if (triangle := _triangle_scale(name, reference, other)) is not None:
+            scales[name] = triangle
+        elif match := _GRADIENT.match(name):
+            modes.setdefault(match["mode"], {})[match["name"]] = reference.arrays[name]
+        else:
+            scales[name] = magnitude_scale(reference.arrays[name])
     for mode, grads in modes.items():
         scales.update({f"gradients/{mode}/{param}": scale for param, scale in gradient_scales(grads).items()})
-    for name, value in reference.arrays.items():
-        if name not in scales:
-            same = by_content.get(_content_key(value)) if value.dtype.kind == "f" else None
-            scales[name] = same if same is not None else magnitude_scale(value)
     return scales
 
 
@@ -116,17 +132,15 @@ def _training_losses(results: Mapping[str, Any]) -> dict[str, float]:
             for loss, value in losses.items()}
 
 
-def compare_bundles(reference: Bundle, other: Bundle, floors: Mapping[str, Mapping[str, float]],
-                    floor_bound: float) -> Reproduction:
+def compare_bundles(reference: Bundle, other: Bundle) -> Reproduction:
     """Judge every array and result of `other` against `reference` (module docstring)."""
     result = Reproduction()
     for side, names in (("reference", set(reference.arrays) - set(other.arrays)),
                         ("other", set(other.arrays) - set(reference.arrays))):
         if names:
             result.problems.append(f"arrays only in the {side} bundle: {sorted(names)[:5]}")
-    scales = value_scales(reference, floors, floor_bound)
-    for name in sorted(set(reference.arrays) & set(other.arrays)):
-        result.agreements.append(judge(name, reference.arrays[name], other.arrays[name], scales[name]))
+    for name, scale in sorted(value_scales(reference, other).items()):
+        result.agreements.append(judge(name, reference.arrays[name], other.arrays[name], scale))
     for key in EXACT_RESULTS:
         if reference.results.get(key) != other.results.get(key):
             result.problems.append(f"result {key!r} differs")
@@ -140,3 +154,42 @@ def compare_bundles(reference: Bundle, other: Bundle, floors: Mapping[str, Mappi
                                        magnitude_scale(np.float64(ours[name]))))
     result.passed = not result.problems and all(a.passed for a in result.agreements)
     return result
+
+
+_SAME_INPUTS = ("inputs/", "targets/", "weights/")
+
+
+def with_float64_run(recording: Bundle, donor: Bundle, cases: tuple[str, ...] | None = None) -> Bundle:
+    """`recording`, made without the legacy's float64 run (bundle schema 1), given `donor`'s.
+
+    A float64 run is the same on every x86 CPU to far below any float32 error (two float64
+    libraries differ by ~1e-15 relative; a float32 ulp is 6e-8), so one machine's float64 run
+    measures the float32 error of a recording made on another, provided both recorded the same
+    weights and batches: checked here, exactly for integers, by the shared rule for weights.
+
+    Args:
+        cases: the captured cases whose float64 forward to take (None: all the donor has); leave
+            out a case computed differently in the two (e.g. another sharpened weight set).
+
+    Raises:
+        ValueError: the two did not record the same weights and batches, or `donor` has no float64 run.
+    """
+    if not any(name.startswith(FLOAT64_PREFIXES) for name in donor.arrays):
+        raise ValueError(f"bundle {donor.directory} holds no float64 run of the legacy")
+    for name, value in donor.arrays.items():
+        if name.startswith(_SAME_INPUTS):
+            other = recording.arrays.get(name)
+            if other is None or not judge(name, value, other, magnitude_scale(value)).passed:
+                raise ValueError(f"{name} differs between {recording.directory} and {donor.directory}: "
+                                 "a float64 run serves only a recording of the same weights and batches")
+
+    def taken(name: str) -> bool:
+        if name.startswith("legacy64/"):
+            return cases is None or name.split("/")[1] in cases
+        return name.startswith("gradients64/")
+
+    arrays = {**recording.arrays, **{n: v for n, v in donor.arrays.items() if taken(n)}}
+    descriptions = {**recording.descriptions, **{n: d for n, d in donor.descriptions.items() if taken(n)}}
+    meta = {**recording.meta, "float64_from": f"{donor.directory} (digest {donor.digest})"}
+    return Bundle(arrays=arrays, descriptions=descriptions, results=dict(recording.results), meta=meta,
+                  model_dir=recording.model_dir, directory=recording.directory)

@@ -46,15 +46,3 @@ def corpora():
 
     return Corpora.from_directory(DEFAULT_DATA_DIR)
 
-
-@pytest.fixture(scope="session")
-def shipped_floors():
-    """case -> value -> noise floor of the shipped reference bundle, as `check` measures them here."""
-    from pathlib import Path
-
-    from parity.harness import check
-    from parity.record import read_reference
-    from parity.reproduction import floors_of
-
-    shipped = Path(__file__).resolve().parent.parent / "reference" / "tiny"
-    return floors_of(check(read_reference(shipped)).to_dict())

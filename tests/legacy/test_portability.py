@@ -11,8 +11,8 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 
-from parity import noise  # noqa: E402
 from parity.portability import SETTINGS, readback, run_setting  # noqa: E402
+from parity.reproduction import REPRODUCTION_BOUND  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "reference" / "tiny"
 # What each setting must read back as, where it differs from the machine's own (see parity.portability).
@@ -45,4 +45,4 @@ def test_check_and_reproduction_hold_under_a_capped_setting(setting, tmp_path):
         assert result.readback[key] == value, (key, result.readback)
     assert result.check_passed, result.check_failed
     assert result.reproduction["passed"], result.reproduction
-    assert result.reproduction_worst_floor_ratio <= noise.FLOOR_BOUND
+    assert result.reproduction_worst_ratio <= REPRODUCTION_BOUND
