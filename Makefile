@@ -33,8 +33,11 @@ install: $(STAMP)
 
 install-modern: $(MODERN_STAMP)
 
+# Keras 3 runs in a pytest process of its own: importing it in-process reconfigures TensorFlow's
+# logging, and the legacy tests read `fit`'s "Gradients do not exist" warning from that log.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --ignore=tests/keras3
+	$(PY) -m pytest -q tests/keras3
 
 # The shipped bundle checked, and recorded again, under capped instruction sets and thread counts
 # (parity.portability): one fresh process per setting.

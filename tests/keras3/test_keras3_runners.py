@@ -38,7 +38,10 @@ def test_forward_matches_the_port_output_by_output_and_stage_by_stage(port_refer
 def test_eager_gradients_match_the_port(port_reference, backend_runs, backend):
     entry = section(port_reference, {backend: backend_runs[backend]})[0]["backends"][backend]
     assert entry["gradient_parity_passed"], [c for c in entry["gradient_parity"] if not c["passed"]][:3]
-    assert len(entry["gradient_parity"]) == len(port_reference.parameters) - len(POOLER)
+    # JAX returns zeros where the legacy returns None (the poolers): compared as declared one-sided.
+    declared = {c["name"] for c in entry["gradient_parity"] if c.get("problem")}
+    assert declared == (POOLER if backend == "jax" else set())
+    assert len(entry["gradient_parity"]) - len(declared) == len(port_reference.parameters) - len(POOLER)
 
 
 # Measured (keras 3.15.1, keras-hub 0.32.0; TensorFlow 2.21, torch 2.13, JAX 0.10.2): which of the
