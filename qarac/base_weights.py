@@ -17,7 +17,7 @@ import safetensors
 import torch
 
 from qarac import _hf  # noqa: F401
-from qarac.checkpoint import CheckpointError
+from qarac.errors import CheckpointError
 from transformers import RobertaConfig, RobertaModel
 
 # Checkpoints of RoBERTa task models (e.g. RobertaForMaskedLM, roberta-base's own file) hold

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from qarac import _hf  # noqa: F401
+from qarac.base_weights import check_base_weights
 from qarac.config import QaracConfig
+from qarac.errors import CheckpointError  # noqa: F401  (raised here, and imported from here by callers)
 from transformers import RobertaConfig, RobertaModel
 from transformers.utils import logging as hf_logging
 
@@ -33,10 +35,6 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 ModuleT = TypeVar("ModuleT", bound="PretrainedMixin")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory is missing, of the wrong kind, or corrupt."""
 
 
 def default_file_mode() -> int:
@@ -171,8 +169,6 @@ def load_base_model(directory: str | os.PathLike, config: QaracConfig | None = N
         hint = f" (found {pickled}: pickled weights are not loaded; convert them to safetensors)" if pickled else ""
         raise CheckpointError(f"{directory} has no {WEIGHTS_NAME}{hint}")
     keep_pooler = True if config is None else config.keep_pooler
-    from qarac.base_weights import check_base_weights
-
     # transformers would fill a missing tensor randomly and only warn: refuse it first.
     check_base_weights(directory, roberta_config, pooler=keep_pooler)
     options: dict[str, Any] = {"is_decoder": is_decoder, "add_cross_attention": False}
