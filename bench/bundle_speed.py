@@ -1,8 +1,8 @@
 """Reference bundles: how long `record` and `check` take, and how large a bundle is.
 
-What: for each model, `parity.record.record_legacy` + `write_reference` (what
+What: for each model, `parity.legacy.record.record_legacy` + `write_reference` (what
 `qarac-parity record` runs, TensorFlow side included), then `read_reference` +
-`parity.harness.check` (what `qarac-parity check` runs, no TensorFlow) in a fresh
+`parity.check.check` (what `qarac-parity check` runs, no TensorFlow) in a fresh
 process, so that check's time includes its imports and the bundle's hashing.
 The live harness is `check(record_legacy(...))` in one process, so record + check
 is what a live run costs, plus writing and reading the files.
@@ -31,7 +31,8 @@ RECORD = """
 import json, sys, time
 from pathlib import Path
 start = time.perf_counter()
-from parity.record import record_legacy, write_reference
+from parity.legacy.record import record_legacy
+from parity.reference import write_reference
 run = record_legacy(Path(sys.argv[1]), train_steps=int(sys.argv[3]))
 write_reference(run, Path(sys.argv[2]), overwrite=True)
 print(json.dumps({"record_s": time.perf_counter() - start, "record_stages_s": run.timings_s}))
@@ -40,8 +41,8 @@ print(json.dumps({"record_s": time.perf_counter() - start, "record_stages_s": ru
 CHECK = """
 import json, sys, time
 start = time.perf_counter()
-from parity.harness import check
-from parity.record import read_reference
+from parity.check import check
+from parity.reference import read_reference
 run = read_reference(sys.argv[1])
 read = time.perf_counter() - start
 report = check(run)

@@ -1,5 +1,5 @@
 """How sharp the parity verdict is: every planted porting bug of `parity.mutations`, judged by the
-real `qarac-parity check` code path (`parity.harness.check`), floors included.
+real `qarac-parity check` code path (`parity.check.check`), floors included.
 
 What: a `LegacyRun`, read from a bundle (default `reference/tiny`) or recorded live in memory
 (`--live [--model DIR]`, e.g. roberta-base shapes); each mutant is planted in the port (a class- or
@@ -26,13 +26,13 @@ from parity import mutations
 def load_run(args):
     if args.live:
         from parity.cli import silence_library_logs, start_tensorflow_quietly
-        from parity.record import record_legacy
+        from parity.legacy.record import record_legacy
         from qarac.presets import tiny_model_dir
 
         silence_library_logs()
         start_tensorflow_quietly()
         return record_legacy(args.model or tiny_model_dir(), batch_size=4)
-    from parity.record import read_reference
+    from parity.reference import read_reference
 
     return read_reference(args.bundle)
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"[mutations] {name}", file=sys.stderr, flush=True)
         if name == "clean":
-            from parity.harness import check
+            from parity.check import check
 
             results.append(mutations.verdict("clean", check(run)))
         else:

@@ -1,8 +1,8 @@
 """Noise floors, the port's error in floor units, and the float64 check, per model size: what
 `parity.noise.FLOOR_BOUND` and `parity.exactness.FLOAT64_BOUND` are chosen from.
 
-What: for each model, the legacy recorded in memory (`parity.record.record_legacy`, its float64
-run included) and the port judged by `parity.harness.check`, the code `qarac-parity` runs. Per
+What: for each model, the legacy recorded in memory (`parity.legacy.record.record_legacy`, its float64
+run included) and the port judged by `parity.check.check`, the code `qarac-parity` runs. Per
 case (padded, unpadded, max-length batch; the padded batch on the sharpened weight set): the
 floors' range (`parity.noise`: the legacy's float32 error against its float64 run plus the port's
 own-path rounding), the worst error in floor units (outputs, every stage, introduced errors), and
@@ -66,9 +66,9 @@ def summary(report) -> dict[str, Any]:
 
 
 def measure(model: str, root: Path) -> dict[str, Any]:
-    from parity.harness import check
+    from parity.check import check
     from parity.memory import release_memory
-    from parity.record import record_legacy
+    from parity.legacy.record import record_legacy
 
     directory = model_dir(model, root)
     start = time.perf_counter()

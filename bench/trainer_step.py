@@ -99,7 +99,7 @@ def pt_step(model: QaracTrainerModel, inputs, targets, bf16: bool = False) -> Ca
 def tf_step(tf_model: Any, inputs, targets, hidden_size: int) -> Callable[[], None]:
     """The legacy `train_step` as `fit` runs it: the Keras train function over a data iterator."""
     from legacy_keras._tf import tf
-    from parity.tf_side import tf_inputs, tf_targets
+    from parity.legacy.tensors import tf_inputs, tf_targets
 
     batch = (tf_inputs(inputs), tf_targets(targets, hidden_size))
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())

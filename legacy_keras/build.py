@@ -173,10 +173,14 @@ def compile_like_original(trainer: QaracTrainerModel, **compile_kwargs) -> Qarac
     return trainer
 
 
+def objective_losses(outputs: dict, targets: dict) -> dict:
+    """Each of the four legacy losses, keyed by trainer output."""
+    return {name: loss(targets[name], outputs[name]) for name, loss in legacy_losses().items()}
+
+
 def total_loss(outputs: dict, targets: dict):
     """Plain sum of the four legacy losses (what `fit` minimises)."""
-    losses = legacy_losses()
-    return tf.add_n([losses[key](targets[key], outputs[key]) for key in losses])
+    return tf.add_n(list(objective_losses(outputs, targets).values()))
 
 
 def _dummy_tokens(config, batch_size: int = 1, seq_len: int = 3) -> dict:

@@ -81,7 +81,8 @@ def capture_missing_gradient_warnings() -> Iterator[list[list[str]]]:
         logger.removeHandler(catcher)
 
 
-def _tape_gradients(trainer, batch, targets, training: bool):
+def tape_gradients(trainer, batch, targets, training: bool):
+    """The total loss's gradients with respect to every trainable variable (None: unconnected)."""
     with tf.GradientTape() as tape:
         outputs = trainer(batch, training=training)
         loss = total_loss(outputs, targets)
@@ -112,7 +113,7 @@ def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool
     """
     names = tuple(variable.name for variable in trainer.trainable_variables)
     if mode in ("eager", "graph"):
-        step = _tape_gradients if mode == "eager" else tf.function(_tape_gradients)
+        step = tape_gradients if mode == "eager" else tf.function(tape_gradients)
         gradients = step(trainer, batch, targets, training)
         missing = tuple(name for name, grad in zip(names, gradients) if grad is None)
         zero = tuple(

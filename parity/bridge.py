@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -96,12 +96,26 @@ class WeightMap:
     def tf_to_pt(self) -> dict[str, str]:
         return {entry.tf_name: entry.pt_name for entry in self.entries}
 
+    def as_pt(self, tf_arrays: Mapping[str, np.ndarray | None]) -> dict[str, np.ndarray | None]:
+        """Arrays keyed by legacy variable name (gradients, say) re-keyed by canonical PyTorch name,
+        kernels in torch layout (a transposed view); None (or absent) stays None."""
+        result = {}
+        for entry in self.entries:
+            value = tf_arrays.get(entry.tf_name)
+            result[entry.pt_name] = None if value is None else pt_layout(entry, value)
+        return result
+
     def summary(self) -> dict[str, Any]:
         return {"mapped": len(self.entries), "tf_only": self.tf_only, "pt_only": self.pt_only,
                 "mismatched": self.mismatched, "tied": self.tied, "shared": self.shared}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def pt_layout(entry: WeightEntry, value: np.ndarray) -> np.ndarray:
+    """A legacy array of `entry` in the port's layout: kernels transposed (a view), the rest as is."""
+    return value.T if entry.transposed else value
 
 
 def _attribute(root: Any, path: str) -> Any:
@@ -207,7 +221,7 @@ def tf_values_as_pt(tf_trainer: Any, weight_map: WeightMap) -> Iterator[tuple[st
     variables = _tf_variables(tf_trainer)
     for entry in weight_map.entries:
         value = variables[entry.tf_name].numpy()
-        yield entry.pt_name, np.ascontiguousarray(value.T if entry.transposed else value)
+        yield entry.pt_name, np.ascontiguousarray(pt_layout(entry, value))
 
 
 def copy_pt_to_tf(pt_trainer: torch.nn.Module, tf_trainer: Any, weight_map: WeightMap | None = None) -> WeightMap:

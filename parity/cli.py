@@ -11,16 +11,15 @@ gradients are findings, not failures), 1 when a check fails, 2 on bad input.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
 from rich.console import Console
 
+from parity.logs import silence_library_logs, start_tensorflow_quietly
 from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, read_roberta_config
 
 # The report files, each written on its own.
@@ -166,46 +165,6 @@ def check_model_dir(model_dir: Path) -> None:
     check_base_weights(model_dir, config, pooler=True)
 
 
-def silence_library_logs() -> None:
-    """TensorFlow's C++ start-up lines (among them "failed call to cuInit", harmless on a
-    CPU-only machine but worded like a failure), its Python warnings and transformers'
-    load notices bury the report. Set before TensorFlow is imported; the fit probe's side
-    process inherits the environment, and captures the "Gradients do not exist" warning
-    through its own handler."""
-    import logging
-
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-@contextlib.contextmanager
-def native_stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 sent to /dev/null: TensorFlow's native libraries write their start-up
-    lines ("All log messages before absl::InitializeLog()", oneDNN, cuInit) there directly,
-    before TF_CPP_MIN_LOG_LEVEL is read."""
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def start_tensorflow_quietly() -> None:
-    """Import TensorFlow and initialise its devices with the native start-up lines silenced."""
-    with native_stderr_silenced():
-        from legacy_keras._tf import tf
-
-        tf.config.list_physical_devices()  # the device scan is where "failed call to cuInit" comes from
-
-
 def verdict_line(report) -> str:
     """The one line every run prints, --quiet included."""
     total = report.timings_s.get("total", float("nan"))
@@ -283,7 +242,8 @@ def main_record(argv: list[str]) -> int:
         return _fail(error)
     if not args.verbose:
         start_tensorflow_quietly()
-    from parity.record import record_legacy, write_reference
+    from parity.legacy.record import record_legacy
+    from parity.reference import write_reference
 
     start = time.perf_counter()
     with Console(stderr=True).status("record") as status:
@@ -302,7 +262,7 @@ def main_check(argv: list[str]) -> int:
     try:
         check_flags(args)
         device = check_device(args.device)
-        from parity.record import read_reference
+        from parity.reference import read_reference
 
         run = read_reference(args.bundle)
         check_digest(run.meta["bundle_digest"], args.expect_digest, args.bundle)
@@ -318,7 +278,7 @@ def main_check(argv: list[str]) -> int:
     except (CheckpointError, BundleError, ValueError, OSError) as error:
         return _fail(error)
     silence_library_logs()
-    from parity.harness import check
+    from parity.check import check
 
     with Console(stderr=True).status("check") as status:
         report = check(run, tolerance=args.tolerance, device=device,
@@ -389,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.verbose:
             start_tensorflow_quietly()
-        from parity.harness import run_parity
+        from parity.live import run_parity
 
         tolerance = args.tolerance  # None: judged in noise-floor units
         with console.status("parity") as status:

@@ -10,7 +10,7 @@ values, the relative error there, p99 of the absolute error, the cosine, and
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -143,32 +143,6 @@ def compare_arrays(name: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANC
     return Comparison(name, tuple(pt.shape), max_abs, rel, tuple(int(i) for i in worst),
                       (float(pt[worst]), reference), p99, cosine, padding_err, tolerance,
                       max_abs <= tolerance)
-
-
-def compare_trees(prefix: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANCE,
-                  token_masks: Mapping[str, np.ndarray] | None = None) -> list[Comparison]:
-    """Walk nested dicts/lists of outputs, naming every leaf `prefix.key.index`.
-
-    A key present on one side only is a structural failure named after it.
-    """
-    token_masks = token_masks or {}
-    if isinstance(pt, Mapping) or isinstance(tf, Mapping):
-        if not (isinstance(pt, Mapping) and isinstance(tf, Mapping)):
-            return [_structural_failure(prefix, "one side is a mapping, the other is not", tolerance)]
-        results = []
-        for key in sorted(set(pt) | set(tf)):
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if key not in pt or key not in tf:
-                side = "pytorch" if key in pt else "legacy"
-                results.append(_structural_failure(name, f"only the {side} side has it", tolerance))
-            else:
-                results += compare_trees(name, pt[key], tf[key], tolerance, token_masks)
-        return results
-    if isinstance(pt, (list, tuple)) and isinstance(tf, (list, tuple)):
-        if len(pt) != len(tf):
-            return [_structural_failure(prefix, f"{len(pt)} vs {len(tf)} items", tolerance)]
-        return [c for i, (a, b) in enumerate(zip(pt, tf)) for c in compare_trees(f"{prefix}.{i}", a, b, tolerance, token_masks)]
-    return [compare_arrays(prefix, pt, tf, tolerance, token_masks.get(prefix))]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Float64 exactness: the port in float64 against the legacy in float64.
 
 Both sides are run a second time in float64 with the same weights (float32
-values, exact in float64) and batches: the legacy by `parity.record`
+values, exact in float64) and batches: the legacy by `parity.legacy.float64`
 (`LegacyFloat64`), the port by its float64 twin (`parity.noise.float64_twin`,
 the same code path as the port). A faithful port then agrees to float64
 round-off, so this check resolves a semantic difference many orders of
@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.capture import Capture
+from parity.stages import Capture
 from parity.compare import compare_arrays
 from parity.forward import TOKEN_OUTPUTS, output_arrays, stage_mask
 from parity.gradient_parity import ANALYTICALLY_ZERO
@@ -31,7 +31,7 @@ from parity.gradient_parity import ANALYTICALLY_ZERO
 # Relative bound (error / scale). Measured on the clean port against reference/tiny (bench/README.md
 # section 6): worst 4.8e-15 over every output and stage of the five batches, 1.6e-15 over the
 # gradients: float64 round-off through a few layers (a float32 constant left in the legacy's float64
-# run showed as 1e-8 to 3e-8 before it was substituted: `parity.tf_side.FLOAT64_SUBSTITUTES`). 1e-11
+# run showed as 1e-8 to 3e-8 before it was substituted: `parity.legacy.float64.FLOAT64_SUBSTITUTES`). 1e-11
 # leaves three orders of magnitude for deeper and wider models' longer sums, and stays four orders
 # below the float32 verdict's resolution (2.8e-7 of a value's scale at best).
 FLOAT64_BOUND = 1e-11

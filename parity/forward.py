@@ -16,8 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.capture import Capture, capture_keras, capture_torch, stage_site, stage_token_input
-from parity.compare import TINY_TOLERANCE, Comparison, ParityFailure, compare_arrays
+from parity.capture import capture_torch
+from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
+from parity.stages import Capture, stage_site, stage_token_input
 from qarac import QaracTrainerModel
 
 # Outputs compared besides the trainer's four: each encoder's vector, read from its
@@ -116,17 +117,6 @@ def compare_captures(pt: Capture, legacy: Capture, inputs: Mapping[str, Any], ca
     return result
 
 
-def compare_case(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any], case: str,
-                 tolerance: float = TINY_TOLERANCE, legacy: Capture | None = None) -> tuple[CaseResult, Capture, Capture]:
-    """Run both sides once on a batch (or take the legacy's recorded capture) and compare.
-
-    Returns: the comparison, the PyTorch capture and the legacy capture.
-    """
-    legacy = legacy if legacy is not None else capture_keras(tf_model, inputs)
-    pt = capture_torch(pt_model.eval(), inputs)
-    return compare_captures(pt, legacy, inputs, case, tolerance), pt, legacy
-
-
 def introduced_errors(pt_model: QaracTrainerModel, legacy: Capture, inputs: Mapping[str, Any],
                       tolerance: float = TINY_TOLERANCE, floors: Mapping[str, float] | None = None,
                       bound: float | None = None) -> list[Comparison]:
@@ -139,40 +129,3 @@ def introduced_errors(pt_model: QaracTrainerModel, legacy: Capture, inputs: Mapp
     fed = capture_torch(pt_model.eval(), inputs, substitute=legacy.stage_inputs)
     return [_judged(compare_arrays(stage, fed.stage_outputs[stage], legacy.stage_outputs[stage], tolerance,
                                    stage_mask(stage, inputs)), stage, floors, bound) for stage in legacy.order]
-
-
-def compare_outputs(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any], case: str,
-                    tolerance: float = TINY_TOLERANCE) -> list[Comparison]:
-    """Compare every output on one batch; names are `case.output`."""
-    return compare_case(pt_model, tf_model, inputs, case, tolerance)[0].outputs
-
-
-def assert_forward_parity(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any],
-                          tolerance: float = TINY_TOLERANCE) -> list[Comparison]:
-    """For user tests: raise `ParityFailure` naming each output over tolerance.
-
-    Both models must already hold the same weights (see `parity.bridge.copy_tf_to_pt`).
-    """
-    comparisons = compare_outputs(pt_model.eval(), tf_model, inputs, "forward", tolerance)
-    failures = [c for c in comparisons if not c.passed]
-    if failures:
-        raise ParityFailure(failures)
-    return comparisons
-
-
-@dataclass
-class Localisation:
-    """Stage-by-stage comparison and the first stage over tolerance (None: all pass)."""
-
-    stages: list[Comparison] = field(default_factory=list)
-    first_failure: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stages": [c.to_dict() for c in self.stages], "first_failure": self.first_failure}
-
-
-def localise(pt_model: QaracTrainerModel, tf_model: Any, inputs: Mapping[str, Any],
-             tolerance: float = TINY_TOLERANCE) -> Localisation:
-    """Compare every stage of the real forward and name the first (in execution order) over tolerance."""
-    result = compare_case(pt_model, tf_model, inputs, "localise", tolerance)[0]
-    return Localisation(result.stages, result.first_failure)

@@ -4,15 +4,11 @@ in the PyTorch legacy preset and in the legacy model run eagerly."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from parity.agreement import ANALYTICALLY_ZERO, RELATIVE_BOUND, gradient_scale, largest_magnitude
-
-if TYPE_CHECKING:
-    from parity.bridge import WeightMap
-
 
 # Gradients pass through the whole backward graph of both frameworks; on the tiny model they
 # agree to ~1e-6 relative. The bound is the shared relative bound (`parity.agreement`).
@@ -24,7 +20,7 @@ NOISE_FRACTION = 1e-6
 
 
 # Parameters allowed a gradient on one side only, with the reason (none: both sides' missing sets
-# are the same, the RoBERTa poolers; `parity.harness` compares the sets themselves too).
+# are the same, the RoBERTa poolers; `parity.check` compares the sets themselves too).
 DECLARED_ONE_SIDED: dict[str, str] = {}
 
 
@@ -41,17 +37,6 @@ class GradientComparison:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def to_pt_names(tf_gradients: Mapping[str, np.ndarray | None], weight_map: WeightMap) -> dict[str, np.ndarray | None]:
-    """Re-key legacy gradients by canonical PyTorch name, transposing kernels into torch layout."""
-    result = {}
-    for entry in weight_map.entries:
-        grad = tf_gradients.get(entry.tf_name)
-        if grad is not None and entry.transposed:
-            grad = grad.T
-        result[entry.pt_name] = grad
-    return result
 
 
 def compare_gradients(pt: Mapping[str, np.ndarray | None], tf: Mapping[str, np.ndarray | None],

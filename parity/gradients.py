@@ -15,8 +15,7 @@ import torch
 
 from parity.groups import ordered_groups, parameter_group
 from qarac import QaracLoss, QaracTrainerModel
-
-OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
+from qarac.losses import OBJECTIVES
 
 # Why a parameter misses its gradient.
 DEAD = "dead parameter: no path from any loss to it, in any framework"

@@ -27,17 +27,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from parity import gradient_parity, gradients, noise
-from parity.capture import Capture, _sites
+from parity.check import SEED_MISSING
 from parity.forward import compare_captures
-
-if TYPE_CHECKING:
-    from parity.harness import ParityReport
-    from parity.record import LegacyRun
+from parity.port import fixed_tolerance
+from parity.results import LegacyRun, ParityReport
+from parity.stages import Capture, sites
+from qarac import QaracConfig
 
 BACKENDS = ("tensorflow", "torch", "jax")
 MODES = ("eager", "compiled")
@@ -80,11 +80,11 @@ class BackendRun:
 
     def capture(self, num_layers: int) -> Capture:
         """The forward as a `Capture`, each stage named as the harness names it."""
-        sites = _sites(num_layers)
+        calls = sites(num_layers)
         capture = Capture(outputs={k[len("output/"):]: v for k, v in self.arrays.items() if k.startswith("output/")})
         for key in self.results["order"]:
             site, index = key[len("stage/"):].rsplit("#", 1)
-            name = f"{site} ({sites[site][int(index)]})"
+            name = f"{site} ({calls[site][int(index)]})"
             capture.stage_outputs[name] = self.arrays[key]
             capture.stage_inputs[name] = None
             capture.order.append(name)
@@ -165,8 +165,6 @@ def run_backends(work: Path, backends=BACKENDS, timeout_s: float = RUNNER_TIMEOU
 
 def seed_six_status(flows: Mapping[str, gradients.GradientFlow]) -> dict[str, dict[str, str]]:
     """The seed's six variables: column -> parameter -> `gradient`, `missing` or `zero`."""
-    from parity.harness import SEED_MISSING
-
     table = {}
     for key, flow in flows.items():
         table[key] = {name: "missing" if name in flow.missing else "zero" if name in flow.zero else "gradient"
@@ -198,9 +196,6 @@ def keras3_section(report: ParityReport, run: LegacyRun, runs: Mapping[str, Back
     Returns:
         the report section, the census columns, and the checks.
     """
-    from parity.harness import fixed_tolerance
-    from qarac import QaracConfig
-
     verdict = report.verdict or {}
     floors = (report.noise_floors.get("padded") or {}).get("floor")
     if verdict.get("mode") == "fixed tolerance" or floors is None:

@@ -5,7 +5,7 @@ port for the duration of the block: a class- or module-level patch of the code
 the port runs (so every model built inside, the float64 twin included, carries
 it, as a bug in the port's source would), or an edit of the recorded weights
 the port loads (a weight-bridge bug). Nothing on disk changes. `evaluate` runs
-the real `parity.harness.check` on a `LegacyRun` (a bundle read from disk or
+the real `parity.check.check` on a `LegacyRun` (a bundle read from disk or
 one just recorded: the same code) with the mutant planted, and reads the
 verdict: which checks fail, the stage named, the worst error in float32 floor
 units and the worst float64 relative error. There is no other judge.
@@ -21,31 +21,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-def l2_probe_vectors() -> np.ndarray:
-    """Vectors with squared norms from 1e-20 to 1e4: `l2_normalize`'s floor matters only for the small ones,
-    which no realistic forward produces, so the pooling head's primitive is compared on its own."""
-    rng = np.random.default_rng(0)
-    directions = rng.normal(size=(13, 8))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    return (directions * np.logspace(-10, 2, 13)[:, None]).astype(np.float32)
-
-
-def legacy_l2_probe() -> tuple[np.ndarray, np.ndarray]:
-    from legacy_keras._tf import tf
-
-    vectors = l2_probe_vectors()
-    return vectors, np.asarray(tf.math.l2_normalize(tf.constant(vectors), axis=1))
-
-
-def primitives_agree(probe: tuple[np.ndarray, np.ndarray]) -> bool:
-    """The port's l2_normalize matches the legacy's on the probe vectors (within 4 float32 ulps of 1)."""
-    from qarac.heads import l2_normalize
-
-    vectors, legacy = probe
-    port = l2_normalize(torch.from_numpy(vectors)).numpy()
-    return bool(np.abs(port - legacy).max() <= 4 * np.finfo(np.float32).eps)
-
-
+from parity.check import check
 
 # --- the verdict on a mutant --------------------------------------------------------------------
 
@@ -97,8 +73,6 @@ def verdict(name: str, report: Any) -> MutantResult:
 
 def evaluate(name: str, run: Any, device: str = "cpu") -> MutantResult:
     """Plant mutant `name`, run the real `check` on `run`, read its verdict."""
-    from parity.harness import check
-
     with MUTANTS[name](run):
         try:
             report = check(run, device=device)

@@ -5,7 +5,7 @@ float32 arithmetic alone produces, measured where the port under test cannot
 move it. A value's floor is the sum of two parts:
 
 - the legacy's own float32 error: the legacy's float32 run against its float64
-  run (the same weights and batches, recorded with it: `parity.record`), and its
+  run (the same weights and batches, recorded with it: `parity.legacy.record`), and its
   run on a permuted batch;
 - the port's own rounding, measured only by variants that run the port's own
   code path: its float64 twin (same attention implementation), the batch rows
@@ -37,8 +37,9 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from parity.capture import Capture, capture_keras, capture_torch
+from parity.capture import capture_torch
 from parity.forward import TOKEN_OUTPUTS, output_arrays, stage_mask
+from parity.stages import Capture
 from qarac.base import built_with_weights
 
 F32_EPS = float(np.finfo(np.float32).eps)
@@ -88,23 +89,25 @@ class NoiseFloors:
                 "legacy": {k: dict(v) for k, v in self.legacy.items()}, "skipped": dict(self.skipped)}
 
 
-def _permuted(inputs: Mapping[str, Any], order: np.ndarray) -> dict[str, Any]:
+def permuted(inputs: Mapping[str, Any], order: np.ndarray) -> dict[str, Any]:
     index = torch.as_tensor(order)
     return {name: type(tokens)(tokens.input_ids[index], tokens.attention_mask[index]) for name, tokens in inputs.items()}
 
 
-def _unpermute(capture: Capture, order: np.ndarray) -> Capture:
+def unpermute(capture: Capture, order: np.ndarray) -> Capture:
     inverse = np.argsort(order)
     return Capture({k: v[inverse] for k, v in capture.outputs.items()},
                    {k: None if v is None else v[inverse] for k, v in capture.stage_inputs.items()},
                    {k: v[inverse] for k, v in capture.stage_outputs.items()}, list(capture.order))
 
 
-def _values(capture: Capture) -> dict[str, np.ndarray]:
+def compared_values(capture: Capture) -> dict[str, np.ndarray]:
+    """Every compared value of a capture: `output:<name>` and each stage's output."""
     return {**{f"output:{k}": v for k, v in output_arrays(capture).items()}, **capture.stage_outputs}
 
 
-def _masks(names, inputs) -> dict[str, np.ndarray | None]:
+def value_masks(names, inputs) -> dict[str, np.ndarray | None]:
+    """The real-token mask of each compared value (None: a vector)."""
     masks = {}
     for name in names:
         if name.startswith("output:"):
@@ -201,7 +204,7 @@ def _pytorch_variants(pt_model, inputs, order: np.ndarray | None, reorder: bool 
         with _threads(1):
             variants["one_thread"] = capture_torch(pt_model, inputs)
         if order is not None:
-            variants["permuted_batch"] = _unpermute(capture_torch(pt_model, _permuted(inputs, order)), order)
+            variants["permuted_batch"] = unpermute(capture_torch(pt_model, permuted(inputs, order)), order)
     return variants
 
 
@@ -216,28 +219,16 @@ def permutation(inputs: Mapping[str, Any], seed: int) -> np.ndarray | None:
     return order
 
 
-def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
-                          seed: int = 0, reorder: bool = True) -> dict[str, dict[str, float]]:
-    """The legacy's own noise on one batch: value -> {"permuted_batch": max difference}
-    ({} for one row, or without `reorder`).
-
-    Args:
-        legacy: the legacy's float32 capture of this batch.
-    """
-    order = permutation(inputs, seed)
-    reference = _values(legacy)
-    if order is None or not reorder:  # one row has no other order; or the padded batch showed none matters
-        return {name: {} for name in reference}
-    masks = _masks(reference, inputs)
-    permuted = _unpermute(capture_keras(tf_model, _permuted(inputs, order)), order)
-    return {name: {"permuted_batch": max_difference(value, reference[name], masks[name])}
-            for name, value in _values(permuted).items()}
+def values_and_masks(capture: Capture, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+    """`compared_values` of a capture and their `value_masks`."""
+    values = compared_values(capture)
+    return values, value_masks(values, inputs)
 
 
 def legacy_float64_error(legacy: Capture, legacy64: Capture, inputs: Mapping[str, Any]) -> dict[str, float]:
     """The legacy's own float32 error per value: max |float32 run - float64 run| (real tokens)."""
-    reference, exact = _values(legacy), _values(legacy64)
-    masks = _masks(reference, inputs)
+    reference, exact = compared_values(legacy), compared_values(legacy64)
+    masks = value_masks(reference, inputs)
     return {name: max_difference(value, exact[name], masks[name]) for name, value in reference.items()}
 
 
@@ -248,14 +239,14 @@ def measure_floors(pt_model, inputs: Mapping[str, Any], pt: Capture, legacy: Cap
 
     Args:
         pt, legacy: the float32 captures of this batch already taken for the comparison.
-        legacy_variants: the legacy's own reordering noise (`legacy_floor_variants`, live or recorded).
+        legacy_variants: the legacy's own reordering noise (`parity.legacy.capture.legacy_floor_variants`, recorded).
         reorder: run the port's `REORDER_VARIANTS` (False: they were bit-identical on the padded batch).
         legacy64: the legacy's float64 capture of this batch; None only where none was recorded
             (the legacy's float32 error is then not part of the floor, and the result says so).
     """
     order = permutation(inputs, seed)
-    reference_pt, reference_tf = _values(pt), _values(legacy)
-    masks = _masks(reference_tf, inputs)
+    reference_pt, reference_tf = compared_values(pt), compared_values(legacy)
+    masks = value_masks(reference_tf, inputs)
     floors = NoiseFloors(legacy={name: dict(legacy_variants.get(name, {})) for name in reference_tf})
     if legacy64 is None:
         floors.skipped["legacy float64"] = "no float64 run of the legacy recorded"
@@ -269,7 +260,7 @@ def measure_floors(pt_model, inputs: Mapping[str, Any], pt: Capture, legacy: Cap
     for variant, capture in _pytorch_variants(pt_model, inputs, order, reorder).items():
         if variant == "float64":
             floors.port_float64 = capture
-        for name, value in _values(capture).items():
+        for name, value in compared_values(capture).items():
             floors.pytorch.setdefault(name, {})[variant] = max_difference(value, reference_pt[name], masks[name])
     for name, reference in reference_tf.items():
         ulp = F32_EPS * float(np.abs(reference).max(initial=0.0))

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from parity.groups import group_order, parameter_group  # noqa: E402
-from parity.harness import ParityReport  # noqa: E402
+from parity.results import ParityReport  # noqa: E402
 from qarac.checkpoint import atomic_write  # noqa: E402
 
 MODES = ("tf/eager", "tf/graph", "pt/legacy", "pt/default")

@@ -119,8 +119,9 @@ def check_and_reproduce(bundle_dir: Path, model_dir: Path | None = None) -> tupl
     Returns: (the check report as a dict, the `Reproduction`).
     """
     from parity.bundle import read_bundle
-    from parity.harness import check
-    from parity.record import check_bundle_model, from_bundle, record_legacy, to_bundle
+    from parity.check import check
+    from parity.legacy.record import record_legacy
+    from parity.reference import check_bundle_model, from_bundle, to_bundle
     from parity.reproduction import compare_bundles
     from qarac.presets import tiny_model_dir
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from rich.console import Console
 from rich.table import Table
 
-from parity.harness import ParityReport
+from parity.results import ParityReport
 from qarac.checkpoint import atomic_write_text
 
 # 2: non-finite numbers written as strings ("nan", "inf", "-inf"); the float64 and bundle sections.

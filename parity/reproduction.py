@@ -33,7 +33,7 @@ import numpy as np
 from parity.agreement import Agreement, Scale, gradient_scales, judge, magnitude_scale
 from parity.bundle import Bundle
 
-# Arrays of the legacy's float32 run and the name of their float64 counterpart (`parity.record`).
+# Arrays of the legacy's float32 run and the name of their float64 counterpart (`parity.legacy.float64`).
 _FLOAT64_OF = ((re.compile(r"^legacy/(?P<rest>.+)$"), "legacy64/{rest}"),
                (re.compile(r"^gradients/tf/eager/(?P<rest>.+)$"), "gradients64/tf/eager/{rest}"))
 _GRADIENT = re.compile(r"^gradients/(?P<mode>[^/]+)/(?P<name>.+)$")

@@ -8,7 +8,7 @@
 
 The bundle's weights are loaded into `model` (strictly: same parameter names and
 shapes as `qarac.QaracTrainerModel`), then `model` is judged by the same code as
-`qarac-parity check` (`parity.harness.check` with `model` as the port): every
+`qarac-parity check` (`parity.check.check` with `model` as the port): every
 output and stage of every recorded batch, the sharpened weight set included,
 against its noise floor; the float64 exactness check where the bundle holds the
 legacy's float64 run; and the gradients of the total loss.
@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from parity.check import check
 from parity.compare import Comparison, ParityFailure, _structural_failure
-from parity.record import read_reference
+from parity.reference import read_reference
 
 # The checks of `check` that judge the model itself (the others describe the legacy or the bundle).
 FORWARD_CHECKS = ("forward", "layers", "localised", "all_padding_row", "float64_exactness", "port_in_legacy_preset")
@@ -48,8 +49,6 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
         RuntimeError: the bundle's weights do not fit `model`.
         ParityFailure: some output, stage or gradient is over its bound.
     """
-    from parity.harness import check
-
     report = check(read_reference(Path(bundle)), tolerance=tolerance, port=model)
     judged = FORWARD_CHECKS + (GRADIENT_CHECKS if gradients else ())
     failed = [name for name in judged if not report.checks.get(name, True)]

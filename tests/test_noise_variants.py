@@ -6,7 +6,7 @@ import torch
 
 from model_helpers import tiny_config, trainer_batch
 from parity.capture import capture_torch
-from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, _values, measure_floors, reorder_moved
+from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, measure_floors, reorder_moved
 from qarac import QaracTrainerModel
 
 
@@ -15,7 +15,7 @@ def _floors(reorder: bool):
     model = QaracTrainerModel(tiny_config().legacy()).eval()
     inputs, _ = trainer_batch()
     capture = capture_torch(model, inputs)
-    legacy_variants = {name: {} for name in _values(capture)}  # the legacy's side, none here
+    legacy_variants = {name: {} for name in compared_values(capture)}  # the legacy's side, none here
     return measure_floors(model, inputs, capture, capture, legacy_variants, seed=0, reorder=reorder)
 
 

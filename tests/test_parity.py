@@ -11,8 +11,8 @@ tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorF
 from model_helpers import trainer_batch  # noqa: E402
 from parity import bridge  # noqa: E402
 from parity.compare import ParityFailure, compare_arrays  # noqa: E402
-from parity.forward import assert_forward_parity, localise  # noqa: E402
-from parity.harness import build_models  # noqa: E402
+from parity.live import assert_forward_parity, localise  # noqa: E402
+from parity.live import build_models  # noqa: E402
 from parity.inputs import sample_batch  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def test_pt_tf_pt_round_trip_is_bit_exact(models):
 
 
 def test_round_trip_check_sees_a_value_that_does_not_survive(models, monkeypatch):
-    from parity.harness import round_trip_exact
+    from parity.legacy.record import round_trip_exact
 
     tf_model, pt_legacy, _, weight_map = models
     saved_tf = [v.numpy().copy() for v in tf_model.weights]
@@ -195,12 +195,12 @@ def test_gradient_census_and_causes():
 
 
 def test_gradient_parity_on_the_bridged_models(models, batch):
-    from parity.gradient_parity import GRADIENT_TOLERANCE, compare_gradients, to_pt_names
+    from parity.gradient_parity import GRADIENT_TOLERANCE, compare_gradients
     from parity.gradients import torch_gradients
-    from parity.tf_side import tf_gradients
+    from parity.legacy.tensors import tf_gradients
 
     tf_model, pt_legacy, _, weight_map = models
-    tf_grads = to_pt_names(tf_gradients(tf_model, batch.inputs, batch.targets, "eager"), weight_map)
+    tf_grads = weight_map.as_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "eager"))
     comparisons = compare_gradients(torch_gradients(pt_legacy, batch.inputs, batch.targets), tf_grads)
     assert len(comparisons) == len(weight_map.entries) - 4  # the pooler has no gradient on either side
     assert max(c.max_rel_err for c in comparisons) <= GRADIENT_TOLERANCE
@@ -296,7 +296,7 @@ def tiny_architectures(draw):
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tiny_architectures(), st.integers(1, 4), st.integers(3, 12), st.booleans(), st.integers(0, 1000))
 def test_forward_parity_holds_for_random_tiny_configs(tmp_path_factory, architecture, batch_size, length, padded, seed):
-    from parity.forward import compare_outputs
+    from parity.live import compare_outputs
     from qarac.presets import build_base_checkpoint
 
     model_dir = build_base_checkpoint(tmp_path_factory.mktemp("arch") / "model", "tiny", seed, **architecture)
@@ -308,7 +308,8 @@ def test_forward_parity_holds_for_random_tiny_configs(tmp_path_factory, architec
 
 @pytest.mark.slow
 def test_training_parity_with_legacy_fit(tiny_model_dir):
-    from parity.training import TRAINING_TOLERANCE, training_parity
+    from parity.live import training_parity
+    from parity.training import TRAINING_TOLERANCE
 
     result = training_parity(tiny_model_dir, steps=5, batch_size=3)
     # On the original's batches (docs/legacy.md §1.5), built by each side's own pipeline code, identical.

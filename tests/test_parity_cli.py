@@ -11,11 +11,11 @@ import sys
 import pytest
 
 import parity.cli
-import parity.harness
+import parity.live
 import parity.plot
 import parity.report
 from parity.cli import main
-from parity.harness import ParityReport
+from parity.results import ParityReport
 
 
 def fake_report() -> ParityReport:
@@ -26,12 +26,12 @@ def fake_report() -> ParityReport:
 @pytest.fixture
 def no_harness(monkeypatch):
     """Fails the test if the (minutes long) harness starts."""
-    monkeypatch.setattr(parity.harness, "run_parity", lambda *a, **k: pytest.fail("the harness started"))
+    monkeypatch.setattr(parity.live, "run_parity", lambda *a, **k: pytest.fail("the harness started"))
 
 
 @pytest.fixture
 def fake_harness(monkeypatch):
-    monkeypatch.setattr(parity.harness, "run_parity", lambda *a, **k: fake_report())
+    monkeypatch.setattr(parity.live, "run_parity", lambda *a, **k: fake_report())
     monkeypatch.setattr(parity.cli, "check_tensorflow", lambda: None)  # the faked harness needs none
 
 

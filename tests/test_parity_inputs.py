@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parity.capture import _sites
+from parity.stages import sites
 from parity.inputs import MAX_LENGTH_INPUTS, SHORT_LENGTH, max_length_batch
 from qarac import QaracConfig
 from qarac.batch import INPUT_NAMES
@@ -16,7 +16,7 @@ def test_every_stage_sees_the_longest_length_once():
     inputs = max_length_batch(ROBERTA_BASE)
     lengths = {name: tokens.input_ids.shape[1] for name, tokens in inputs.items()}
     assert ROBERTA_BASE.max_tokens == 512
-    for site, calls in _sites(12).items():
+    for site, calls in sites(12).items():
         assert max(lengths[call] for call in calls) == 512, site
 
 

@@ -16,7 +16,7 @@ import torch
 from parity.bundle import ARRAYS_NAME, MANIFEST_NAME, SCHEMA_VERSION, BundleError, sha256_of
 from parity.cli import main
 from parity.compare import ParityFailure
-from parity.record import read_reference
+from parity.reference import read_reference
 from parity.testing import assert_matches_reference
 from qarac import QaracConfig, QaracTrainerModel
 
@@ -55,9 +55,9 @@ def test_check_passes_on_the_shipped_bundle_without_tensorflow(tmp_path):
 
 
 def test_a_wrong_weight_in_the_port_fails_naming_its_stage(run, monkeypatch):
-    from parity import harness
+    from parity import check as comparator
 
-    build = harness.build_port
+    build = comparator.build_port
 
     def with_planted_bug(recorded, device="cpu", port=None):
         pt_legacy, pt_default = build(recorded, device, port)
@@ -65,8 +65,8 @@ def test_a_wrong_weight_in_the_port_fails_naming_its_stage(run, monkeypatch):
             pt_legacy.decoder.decoder.encoder.layer[1].attention.self.query.weight[3, 5] += 0.05
         return pt_legacy, pt_default
 
-    monkeypatch.setattr(harness, "build_port", with_planted_bug)
-    report = harness.check(run)
+    monkeypatch.setattr(comparator, "build_port", with_planted_bug)
+    report = comparator.check(run)
     assert not report.passed and not report.checks["forward"]
     assert report.first_failing_stage.startswith("padded: decoder base: layer 1"), report.first_failing_stage
 
@@ -167,7 +167,7 @@ def test_the_bundle_holds_what_it_says(run):
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert size < 12 * 2**20, size  # a few MB in the repository (the float64 run included)
     assert run.float64 is not None and set(run.float64.captures) == set(run.captures)
-    assert set(run.float64.substitutes) == {"gelu", "attention scale"}  # declared: see parity.tf_side
+    assert set(run.float64.substitutes) == {"gelu", "attention scale"}  # declared: see parity.legacy.float64
     assert sum(value is None for value in run.float64.gradients.values()) == 4  # the poolers only
 
 
@@ -177,7 +177,7 @@ def test_bundle_errors_name_the_directory(tmp_path):
 
 
 def test_check_reports_progress_per_gradient_mode(run):
-    from parity.harness import check
+    from parity.check import check
 
     seen: list[str] = []
     assert check(run, progress=seen.append).passed

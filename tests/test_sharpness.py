@@ -11,9 +11,9 @@ import pytest
 
 from parity import mutations
 from parity.exactness import FLOAT64_BOUND
-from parity.harness import check
+from parity.check import check
 from parity.noise import FLOOR_BOUND
-from parity.record import read_reference
+from parity.reference import read_reference
 
 SHIPPED = Path(__file__).resolve().parent.parent / "reference" / "tiny"
 
@@ -102,7 +102,7 @@ def test_special_initial_values_are_moved_off_in_the_sharpened_set(run):
     set moves every such parameter off its constant, deterministically."""
     import torch
 
-    from parity.harness import build_port
+    from parity.port import build_port
     from parity.sharp import sharpened_weights
 
     model, _ = build_port(run)
@@ -144,7 +144,7 @@ def test_tolerance_constants_are_the_measured_ones():
     value its comment justifies from measurements (README, bench/README.md)."""
     from parity.compare import TINY_TOLERANCE
     from parity.gradient_parity import GRADIENT_TOLERANCE, NOISE_FRACTION
-    from parity.harness import ROBERTA_BASE_TOLERANCE
+    from parity.port import ROBERTA_BASE_TOLERANCE
     from parity.training import TRAINING_TOLERANCE
 
     assert (TINY_TOLERANCE, ROBERTA_BASE_TOLERANCE) == (1e-5, 1e-4)

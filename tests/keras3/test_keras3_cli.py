@@ -6,9 +6,9 @@ import importlib.util
 import pytest
 
 import parity.cli
-import parity.harness
+import parity.live
 from parity.cli import main
-from parity.harness import ParityReport
+from parity.results import ParityReport
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def no_tensorflow_check(monkeypatch):
 
 @pytest.mark.parametrize("module", ["keras_hub", "jax"])
 def test_missing_extra_fails_in_one_line_before_any_work(module, monkeypatch, capsys, no_tensorflow_check):
-    monkeypatch.setattr(parity.harness, "run_parity", lambda *a, **k: pytest.fail("the harness started"))
+    monkeypatch.setattr(parity.live, "run_parity", lambda *a, **k: pytest.fail("the harness started"))
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a))
     assert main(["--keras3", "--quiet"]) == 2
@@ -36,7 +36,7 @@ def test_flag_reaches_the_harness(monkeypatch, capsys, no_tensorflow_check):
         return ParityReport(model="tiny", versions={}, checks={"keras3_forward": True}, passed=True,
                             timings_s={"total": 1.0})
 
-    monkeypatch.setattr(parity.harness, "run_parity", fake)
+    monkeypatch.setattr(parity.live, "run_parity", fake)
     from parity import fit_probe
 
     monkeypatch.setattr(fit_probe, "start_fit_probe", lambda *a: None)

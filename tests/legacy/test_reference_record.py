@@ -9,7 +9,8 @@ import pytest
 pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 
 from parity.bundle import read_bundle  # noqa: E402
-from parity.record import record_legacy, to_bundle  # noqa: E402
+from parity.legacy.record import record_legacy  # noqa: E402
+from parity.reference import to_bundle  # noqa: E402
 from parity.reproduction import compare_bundles  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[2] / "reference" / "tiny"

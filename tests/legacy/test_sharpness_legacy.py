@@ -6,10 +6,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 
-from parity.capture import capture_keras, capture_torch  # noqa: E402
-from parity.harness import build_models  # noqa: E402
+from parity.capture import capture_torch  # noqa: E402
+from parity.legacy.capture import capture_keras  # noqa: E402
+from parity.live import build_models  # noqa: E402
 from parity.inputs import sample_batch  # noqa: E402
-from parity.noise import FLOOR_BOUND, legacy_floor_variants, measure_floors  # noqa: E402
+from parity.legacy.capture import legacy_floor_variants  # noqa: E402
+from parity.noise import FLOOR_BOUND, measure_floors  # noqa: E402
 
 
 class Models:
@@ -55,7 +57,8 @@ def test_backward_error_is_located_at_the_stage_that_introduces_it(models):
     is named by feeding each stage the legacy's input and upstream gradient."""
     import torch
 
-    from parity.backward import introduced_backward, legacy_backward
+    from parity.backward import introduced_backward
+    from parity.legacy.capture import legacy_backward
 
     inputs, targets = models.batch.inputs, models.batch.targets
     legacy = legacy_backward(models.tf_model, inputs, targets)

@@ -10,7 +10,7 @@ from legacy_helpers import SEED_MISSING  # noqa: E402
 
 
 def test_graph_optimizer_off_is_restored():
-    from parity.tf_side import graph_optimizer_off
+    from parity.legacy.tensors import graph_optimizer_off
 
     before = tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False)
     with graph_optimizer_off():
@@ -22,7 +22,7 @@ def test_graph_optimizer_off_is_restored():
 def test_graph_step_without_grappler_matches_the_optimised_one(tiny_model_dir):
     from legacy_keras.build import build_trainer
     from parity.inputs import sample_batch
-    from parity.tf_side import tf_gradients
+    from parity.legacy.tensors import tf_gradients
     from qarac import QaracConfig
     from qarac.checkpoint import read_roberta_config
 

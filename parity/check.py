@@ -1,79 +1,40 @@
-"""The parity pipeline: weight bridge -> forward -> layers -> gradients ->
-gradient parity -> deviation ledger, returning one `ParityReport`.
+"""The comparator: the port checked against a legacy run (`parity.results.LegacyRun`), one `ParityReport`.
 
-One comparison core: `check` compares the port with a `LegacyRun`, the legacy
-side as data (`parity.record`), and imports no TensorFlow. The live harness,
-`run_parity`, records the legacy in memory and checks; `qarac-parity check`
-reads the same `LegacyRun` from a reference bundle.
-
-Formatting lives in `parity.report` (terminal tables, JSON, Markdown) and
-`parity.plot` (the plot); this module only computes.
+weight bridge -> forward -> layers -> gradients -> gradient parity -> deviation
+ledger. `check` takes the legacy side as data, whether just recorded
+(`parity.live`) or read from a reference bundle (`parity.reference`), runs the
+port (`parity.port`) and compares; it imports no TensorFlow (tests/test_layout.py).
+Formatting lives in `parity.report` and `parity.plot`; this module only computes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import platform
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from parity import backward, bridge, exactness, forward, gradient_parity, gradients, ledger, noise
-from parity.bundle import BundleError
-from parity.capture import Capture, capture_torch
-from parity.memory import release_memory
-from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
+from parity import backward, exactness, forward, gradient_parity, gradients, ledger, noise
+from parity.capture import capture_torch, recorded_arguments
+from parity.compare import Comparison, compare_arrays
+from parity.port import build_port, determinism_checks, fixed_tolerance, primitives_agree, versions
+from parity.results import LegacyRun, ParityReport
 from parity.sharp import sharpened_weights
-from qarac import QaracConfig, QaracTrainerModel
-from qarac.base import built_with_weights, skip_init
-from qarac.checkpoint import read_roberta_config
+from parity.stages import Capture
+from parity.training import check_training
+from qarac.losses import OBJECTIVES
 from qarac.validation import skip_value_checks
 
-if TYPE_CHECKING:
-    from parity.record import LegacyRun
-
-# Measured on roberta-base shapes with random weights (bench/parity_speed.py, worst 3.4e-5):
-# twelve layers of float32 from two kernel libraries drift further than two.
-ROBERTA_BASE_TOLERANCE = 1e-4
-
-
-@dataclass
-class ParityReport:
-    """Everything the harness measured; see README "The parity report" for each field."""
-
-    model: str
-    versions: dict[str, str]
-    determinism: dict[str, bool] = field(default_factory=dict)
-    weights: dict[str, Any] = field(default_factory=dict)
-    forward: list[dict[str, Any]] = field(default_factory=list)
-    special_cases: dict[str, Any] = field(default_factory=dict)
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    first_failing_stage: str | None = None
-    localisation: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stage_errors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    first_introducing_stage: str | None = None
-    noise_floors: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stage_gradient_errors: list[dict[str, Any]] = field(default_factory=list)
-    first_backward_introducing_stage: str | None = None
-    float64: dict[str, Any] | None = None
-    bundle: dict[str, Any] = field(default_factory=dict)
-    verdict: dict[str, Any] = field(default_factory=dict)
-    gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
-    gradient_parity: list[dict[str, Any]] = field(default_factory=list)
-    deviations: list[dict[str, Any]] = field(default_factory=list)
-    training: dict[str, Any] | None = None
-    keras3: dict[str, Any] | None = None  # `--keras3`: parity.keras3's section
-    checks: dict[str, bool] = field(default_factory=dict)
-    passed: bool = False
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# The six variables the original's traced `fit` leaves without a gradient (its "Gradients do not
+# exist" warning): the RoBERTa poolers and the pooling heads' local projections.
+SEED_MISSING = {
+    "question_encoder.encoder.pooler.dense.weight", "question_encoder.encoder.pooler.dense.bias",
+    "decoder.decoder.pooler.dense.weight", "decoder.decoder.pooler.dense.bias",
+    "question_encoder.head.local_projection", "answer_encoder.head.local_projection",
+}
 
 
 class _Timer:
@@ -86,74 +47,6 @@ class _Timer:
         start = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - start, 3)
-
-
-def versions() -> dict[str, str]:
-    """The port side's libraries (the legacy side's are recorded with its run, as `legacy_*`)."""
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__}
-
-
-def determinism_checks(pt_model: QaracTrainerModel, inputs, pt_first: Capture,
-                       recorded: Mapping[str, bool]) -> dict[str, bool]:
-    """TF32 off and dropout off in the port, read back; a repeated forward is identical to the first;
-    with the legacy's own flags as recorded (`tf_tf32_off`, `tf_repeat_identical`)."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    pt_model.eval()
-    pt_again = capture_torch(pt_model, inputs).arrays()
-    return {
-        "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
-        "tf_tf32_off": bool(recorded["tf_tf32_off"]),
-        "torch_dropout_off": not any(module.training for module in pt_model.modules()),
-        "torch_repeat_identical": all(np.array_equal(pt_again[k], v) for k, v in pt_first.arrays().items()),
-        "tf_repeat_identical": bool(recorded["tf_repeat_identical"]),
-    }
-
-
-def build_legacy_pair(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, bridge.WeightMap]:
-    """Legacy trainer from the directory; the port's legacy preset holding its weights (bridged)."""
-    from legacy_keras.build import build_trainer
-
-    tf_model = build_trainer(model_dir, seed=seed, compile=True)
-    architecture = QaracConfig.from_roberta_config(read_roberta_config(model_dir))
-    with skip_init():  # the bridge writes every parameter, or refuses an incomplete map
-        pt_legacy = QaracTrainerModel(architecture.legacy()).eval()
-    weight_map = bridge.copy_tf_to_pt(tf_model, pt_legacy)
-    return tf_model, pt_legacy, weight_map
-
-
-def build_models(model_dir: Path, seed: int = 0) -> tuple[Any, QaracTrainerModel, QaracTrainerModel, bridge.WeightMap]:
-    """`build_legacy_pair` and the port's default preset with the same weights (no pooler)."""
-    tf_model, pt_legacy, weight_map = build_legacy_pair(model_dir, seed)
-    return tf_model, pt_legacy, default_preset(pt_legacy.config, pt_legacy.state_dict()), weight_map
-
-
-def default_preset(architecture: QaracConfig, state: Mapping[str, torch.Tensor], share: bool = False) -> QaracTrainerModel:
-    """The port's default preset holding the legacy preset's weights `state` (the pooler's left out).
-
-    Args:
-        share: hold `state`'s tensors themselves (`qarac.base.built_with_weights`), not copies.
-    """
-    model, _ = built_with_weights(lambda: QaracTrainerModel(architecture.fixed()),
-                                  {k: v for k, v in state.items() if ".pooler." not in k}, share=share)
-    return model.eval()
-
-
-def round_trip_exact(tf_model: Any, pt_model: QaracTrainerModel, weight_map: bridge.WeightMap) -> bool:
-    """PT -> TF -> PT reproduces every parameter bit for bit (read back from TF, compared, the port untouched)."""
-    bridge.copy_pt_to_tf(pt_model, tf_model, weight_map)
-    params = dict(pt_model.named_parameters())
-    return all(np.array_equal(value, params[name].detach().cpu().numpy())
-               for name, value in bridge.tf_values_as_pt(tf_model, weight_map))
-
-
-def fixed_tolerance(config: QaracConfig) -> float:
-    """The absolute tolerance for comparisons without a noise floor (and `--tolerance`'s old default)."""
-    tiny = config.hidden_size <= 64 and int(config.base.get("num_hidden_layers", 12)) <= 2
-    return TINY_TOLERANCE if tiny else ROBERTA_BASE_TOLERANCE
 
 
 @dataclass
@@ -173,7 +66,7 @@ def forward_case(pt_model, legacy: Capture, legacy_variants: Mapping[str, Mappin
     """Every comparison of one batch from one forward of the port against the legacy's capture.
 
     Args:
-        legacy, legacy_variants: the legacy's capture of this batch and its own noise (`parity.record`).
+        legacy, legacy_variants: the legacy's capture of this batch and its own noise (`parity.results.LegacyRun`).
         tolerance: a fixed absolute tolerance (`--tolerance`), or None to judge in noise-floor units.
         fallback: the absolute tolerance recorded where a value is judged by its floor.
         reorder: measure the port's reordering noise variants (`parity.noise.REORDER_VARIANTS`).
@@ -198,56 +91,6 @@ def stage_errors(case: ForwardCase) -> list[dict[str, Any]]:
                      "tolerance": introduced.tolerance, "introduced_passed": introduced.passed,
                      "accumulated_passed": accumulated.passed})
     return rows
-
-
-def build_port(run: LegacyRun, device: str | torch.device = "cpu",
-               port: torch.nn.Module | None = None) -> tuple[QaracTrainerModel, QaracTrainerModel]:
-    """The port's legacy preset and default preset holding the weights the legacy ran with.
-
-    Args:
-        port: a legacy-preset model to load the weights into (strictly) instead of building one.
-
-    Raises:
-        BundleError: the recorded weights do not fit the recorded architecture.
-        RuntimeError: the recorded weights do not fit `port`.
-    """
-    architecture = QaracConfig(base=run.meta["model_config"])
-    # One writable copy of the recorded weights, held by both presets (no other copy is made).
-    state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
-    if port is not None:
-        port.load_state_dict(state, strict=True)
-        return port.to(device).eval(), default_preset(architecture, state, share=True).to(device).eval()
-    try:
-        pt_legacy, _ = built_with_weights(lambda: QaracTrainerModel(architecture.legacy()), state, share=True)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:400]
-        raise BundleError(f"the recorded weights do not fit the recorded architecture: {detail}") from None
-    pt_default = default_preset(architecture, state, share=True)
-    return pt_legacy.to(device).eval(), pt_default.to(device).eval()
-
-
-def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
-               train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None,
-               fit_probe: Any = None, keras3: bool = False) -> ParityReport:
-    """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port.
-
-    Args:
-        fit_probe: the `fit` probe, when the caller started it already (`parity.fit_probe`).
-        keras3: also run QARAC on Keras 3's three backends against the same recording (`parity.keras3`).
-    """
-    from parity.record import record_legacy
-
-    start = time.perf_counter()
-    run = record_legacy(model_dir, seed, batch_size, train_steps, progress, fit_probe)
-    release_memory()  # the legacy model's gigabytes go back before the port's models are built
-    report = check(run, tolerance, progress=progress)
-    if keras3:
-        from parity.keras3 import add_keras3
-
-        add_keras3(report, run, progress=progress)
-    report.timings_s = {**{f"record {k}": v for k, v in run.timings_s.items()}, **report.timings_s,
-                        "total": round(time.perf_counter() - start, 3)}
-    return report
 
 
 def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.device = "cpu",
@@ -307,7 +150,7 @@ def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
         with timer.stage("float64"):
             report.float64 = float64_exactness(run, pt_legacy, runs, inputs, targets, bound).to_dict()
     noise.release_twins(pt_legacy)
-    with timer.stage("determinism"), backward.recorded_arguments(pt_legacy) as stage_calls:
+    with timer.stage("determinism"), recorded_arguments(pt_legacy) as stage_calls:
         report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
     with timer.stage("gradients"):
         _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets, stage_calls,
@@ -320,13 +163,9 @@ def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
                              if legacy_preset else [])
     if run.training is not None:
         with timer.stage("training"):
-            from parity.training import check_training
-
             report.training = check_training(run).to_dict()
     report.checks = _checks(report, [c for case in runs.values() for c in case.result.outputs])
     report.checks["port_in_legacy_preset"] = legacy_preset
-    from parity.mutations import primitives_agree
-
     report.checks["l2_normalize_primitive"] = primitives_agree(run.l2_probe)
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
@@ -404,7 +243,7 @@ def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, ta
     report.reachability = {
         **torch_reachability,
         "tf/eager": gradients.reachability({objective: run.gradients[f"tf/eager:{objective}"]
-                                            for objective in gradients.OBJECTIVES}),
+                                            for objective in OBJECTIVES}),
     }
     report.gradient_parity = [c.to_dict() for c in gradient_parity.compare_gradients(raw["pt/legacy"], raw["tf/eager"])]
     progress("backward per stage")
@@ -412,13 +251,6 @@ def _gradient_sections(report, run: LegacyRun, pt_legacy, pt_default, inputs, ta
         pt_legacy, run.backward, inputs, gradient_parity.GRADIENT_TOLERANCE, stage_calls)]
     report.first_backward_introducing_stage = next((c["name"] for c in report.stage_gradient_errors
                                                     if not c["passed"]), None)
-
-
-SEED_MISSING = {
-    "question_encoder.encoder.pooler.dense.weight", "question_encoder.encoder.pooler.dense.bias",
-    "decoder.decoder.pooler.dense.weight", "decoder.decoder.pooler.dense.bias",
-    "question_encoder.head.local_projection", "answer_encoder.head.local_projection",
-}
 
 
 def missing_sets_agree(pt_missing, tf_missing) -> bool:
