@@ -1,0 +1,203 @@
+"""The repository's layout: imports run one way, and the comparator cannot reach TensorFlow.
+
+The import graph is read from the source with `ast` (nothing is imported): every `import` and
+`from ... import` statement counts, at module level and inside functions alike, since a
+function-level import closes a circle as surely as a module-level one, only later.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("qarac", "parity", "legacy_keras")
+# What the legacy runner alone may import: TensorFlow, its Keras 2, Keras 3, and the legacy model.
+TENSORFLOW = ("tensorflow", "tf_keras", "keras", "legacy_keras")
+# The modules `qarac-parity check BUNDLE` runs: the comparator, the bundle codec, the report.
+COMPARATOR = ("parity.check", "parity.compare", "parity.agreement", "parity.reference", "parity.bundle",
+              "parity.report", "parity.plot", "parity.testing", "parity.reproduction", "parity.mutations")
+# The legacy runner: the only parity code that may import TensorFlow.
+LEGACY_RUNNER = "parity.legacy"
+
+
+def module_files(root: Path = ROOT, packages=PACKAGES) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of `packages` under `root`."""
+    modules = {}
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            name = ".".join(path.relative_to(root).with_suffix("").parts)
+            modules[name.removesuffix(".__init__")] = path
+    return modules
+
+
+def _absolute(module: str, path: Path, node: ast.ImportFrom) -> str:
+    """The absolute name a `from X import ...` statement of `module` reads from."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imported_names(module: str, path: Path) -> set[str]:
+    """Every dotted name `module` imports, anywhere in its file (`from a import b` gives `a.b`: b may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(module, path, node)
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return names
+
+
+def _owner(name: str, modules: dict[str, Path]) -> str | None:
+    """The module of ours a dotted name lives in (its longest prefix that is a module), or None."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(root: Path = ROOT, packages=PACKAGES) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """(module -> the modules of ours it imports, module -> the top-level outside packages it imports).
+
+    A module importing its own package (`from qarac import x` inside `qarac.y`) is an edge to the
+    package's `__init__` only where `x` is not itself a module.
+    """
+    modules = module_files(root, packages)
+    edges: dict[str, set[str]] = {name: set() for name in modules}
+    outside: dict[str, set[str]] = {name: set() for name in modules}
+    for module, path in modules.items():
+        for name in imported_names(module, path):
+            owner = _owner(name, modules)
+            if owner is None:
+                outside[module].add(name.split(".")[0])
+            elif owner != module:
+                edges[module].add(owner)
+    # `from qarac import x` yields both `qarac` and `qarac.x`: where `qarac.x` is a module, the edge is to it.
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.names and all(
+                    f"{_absolute(module, path, node)}.{alias.name}" in modules for alias in node.names):
+                edges[module].discard(_absolute(module, path, node))
+    return edges, outside
+
+
+def circles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """The import graph's strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(edges.get(node, ())):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def reachable(start: str, edges: dict[str, set[str]]) -> dict[str, str | None]:
+    """Every module `start` imports, directly or not: module -> the module that imports it."""
+    parents: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        module = frontier.pop()
+        for target in sorted(edges.get(module, ())):
+            if target not in parents:
+                parents[target] = module
+                frontier.append(target)
+    return parents
+
+
+def tensorflow_paths(start: str, edges, outside) -> list[str]:
+    """Each import chain from `start` to TensorFlow (or tf_keras, Keras, the legacy model), named."""
+    parents = reachable(start, edges)
+    chains = []
+    for module in sorted(parents):
+        hits = sorted(set(outside[module]) & set(TENSORFLOW))
+        if module.split(".")[0] == "legacy_keras" or module.startswith(LEGACY_RUNNER):
+            hits.append(module)
+        if hits:
+            chain, step = [], module
+            while step is not None:
+                chain.append(step)
+                step = parents[step]
+            chains.append(" -> ".join(reversed(chain)) + f" imports {', '.join(hits)}")
+    return chains
+
+
+def test_no_import_circle():
+    edges, _ = import_graph()
+    found = circles(edges)
+    assert not found, "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+@pytest.mark.parametrize("module", COMPARATOR)
+def test_comparator_reaches_no_tensorflow(module):
+    edges, outside = import_graph()
+    assert module in edges, f"{module} is not a module any more: update COMPARATOR"
+    chains = tensorflow_paths(module, edges, outside)
+    assert not chains, "\n".join(chains)
+
+
+def test_only_the_legacy_runner_imports_tensorflow():
+    """In parity/, TensorFlow, Keras and the legacy model are imported by the legacy runner alone."""
+    edges, outside = import_graph()
+    offenders = []
+    for module in edges:
+        if module.split(".")[0] != "parity" or module.startswith(LEGACY_RUNNER):
+            continue
+        direct = sorted(set(outside[module]) & set(TENSORFLOW))
+        direct += sorted(target for target in edges[module] if target.split(".")[0] == "legacy_keras")
+        if direct:
+            offenders.append(f"{module} imports {', '.join(direct)}")
+    assert not offenders, "\n".join(offenders)
+
+
+def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+def test_a_function_level_circle_is_found(tmp_path):
+    """The checker itself: a circle closed inside a function, through a relative import, is found."""
+    root = _tree(tmp_path, {"pkg/__init__.py": "", "pkg/a.py": "from pkg import b\n",
+                            "pkg/b.py": "def f():\n    from .a import thing\n", "pkg/c.py": "import pkg.a\n"})
+    edges, _ = import_graph(root, ("pkg",))
+    assert circles(edges) == [["pkg.a", "pkg.b"]]
+
+
+def test_a_tensorflow_import_behind_a_function_is_found(tmp_path):
+    root = _tree(tmp_path, {"pkg/__init__.py": "", "pkg/check.py": "from pkg.helper import x\n",
+                            "pkg/helper.py": "def x():\n    import tensorflow as tf\n"})
+    edges, outside = import_graph(root, ("pkg",))
+    assert tensorflow_paths("pkg.check", edges, outside) == ["pkg.check -> pkg.helper imports tensorflow"]
