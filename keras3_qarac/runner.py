@@ -58,7 +58,7 @@ def read_inputs(work: Path) -> tuple[dict, dict[str, np.ndarray], dict, dict]:
 
 
 def stage_sites(trainer: Any) -> dict[str, tuple[Any, str]]:
-    """Site (the harness's stage names, `parity.capture`) -> (object, method) whose calls are that stage."""
+    """Site (the harness's stage names, `parity.stages`) -> (object, method) whose calls are that stage."""
     encoder, decoder = trainer.question_encoder.encoder, trainer.decoder.decoder
     head = trainer.decoder.decoder_head
     sites = {"encoder base: embeddings": (encoder, "embed")}

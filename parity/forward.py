@@ -3,7 +3,7 @@ output by output and stage by stage, from one real forward pass per side.
 
 Both models hold the same weights (through `parity.bridge`) and run in eval
 mode (PyTorch `eval()`, Keras `training=False`): no dropout. Each side runs the
-trainer forward once per batch with its stages captured (`parity.capture`);
+trainer forward once per batch with its stages captured (`parity.stages`);
 every output and stage comparison of that batch is made from those two
 captures, so the legacy side's result is plain data (`Capture`) that a recorded
 run could supply as well.

@@ -191,34 +191,6 @@ def measure_data_deviations(legacy_model: QaracTrainerModel, tokenizer, data_dir
     return deviations
 
 
-def main(argv=None) -> int:
-    """`python -m parity.ledger [--model DIR] [--data DIR] [--seed S]`: the data deviations as JSON."""
-    import argparse
-    import json
-    from pathlib import Path
-
-    from parity.inputs import tokenizer_for
-    from qarac.checkpoint import read_roberta_config
-    from qarac.presets import tiny_model_dir
-
-    parser = argparse.ArgumentParser(prog="python -m parity.ledger", description=main.__doc__)
-    parser.add_argument("--model", default=None, help="HF RoBERTa directory (default: the embedded tiny model)")
-    parser.add_argument("--data", default=None, help="the four corpus CSVs (default: the samples)")
-    parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the data's shuffles")
-    args = parser.parse_args(argv)
-    model_dir = Path(args.model) if args.model else tiny_model_dir()
-    config = QaracConfig.from_roberta_config(read_roberta_config(model_dir)).legacy()
-    torch.manual_seed(args.seed)
-    model = QaracTrainerModel.from_base_model(model_dir, config)
-    deviations = measure_data_deviations(model, tokenizer_for(model_dir, config), args.data, seed=args.seed)
-    print(json.dumps([d.to_dict() for d in deviations], indent=2))
-    return 0
-
-
-
-DEFAULT_PRESET = "all options (default preset)"
-
-
 def _switched(config: QaracConfig, label: str, options: list[str], weights, reference_outputs, reference_losses,
               inputs, targets) -> Deviation:
     """Run the legacy weights under `config` and hold the change against the options' declared regions."""
@@ -286,6 +258,34 @@ def enforce(deviation: Deviation, regions: list[DeviationRegion], outputs, refer
     deviation.ineffective = (claims_change and max(deviation.explained_change.values()) == 0.0) or (
         removes and deviation.parameters_removed == 0)
     deviation.passed = max(deviation.unexplained_change.values()) == 0.0 and not deviation.ineffective
+
+
+def main(argv=None) -> int:
+    """`python -m parity.ledger [--model DIR] [--data DIR] [--seed S]`: the data deviations as JSON."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from parity.inputs import tokenizer_for
+    from qarac.checkpoint import read_roberta_config
+    from qarac.presets import tiny_model_dir
+
+    parser = argparse.ArgumentParser(prog="python -m parity.ledger", description=main.__doc__)
+    parser.add_argument("--model", default=None, help="HF RoBERTa directory (default: the embedded tiny model)")
+    parser.add_argument("--data", default=None, help="the four corpus CSVs (default: the samples)")
+    parser.add_argument("--seed", type=int, default=0, help="heads' initialisation and the data's shuffles")
+    args = parser.parse_args(argv)
+    model_dir = Path(args.model) if args.model else tiny_model_dir()
+    config = QaracConfig.from_roberta_config(read_roberta_config(model_dir)).legacy()
+    torch.manual_seed(args.seed)
+    model = QaracTrainerModel.from_base_model(model_dir, config)
+    deviations = measure_data_deviations(model, tokenizer_for(model_dir, config), args.data, seed=args.seed)
+    print(json.dumps([d.to_dict() for d in deviations], indent=2))
+    return 0
+
+
+
+DEFAULT_PRESET = "all options (default preset)"
 
 
 if __name__ == "__main__":
