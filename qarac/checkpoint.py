@@ -67,6 +67,37 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def file_write_problem(path: Path) -> str | None:
+    """Why `atomic_write(path, ...)` would fail, found before any long work; None if it would not.
+
+    The directory is probed by creating (and removing) a file in it, as `atomic_write` will:
+    permission bits alone say nothing about /proc, a read-only mount, or a process run as root.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "it is a directory; name a file"
+    parent = path.absolute().parent
+    existing = parent
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        return f"{existing} is a broken symbolic link"
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if existing != parent:
+        missing = parent
+        while missing.parent != existing:
+            missing = missing.parent
+        return f"directory {missing} does not exist"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        return f"cannot create files in {parent} ({error.strerror or error})"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
 def _require_directory(directory: Path, what: str) -> None:
     if not directory.exists():
         raise CheckpointError(f"{what} directory {directory} does not exist")
