@@ -35,7 +35,8 @@ from qarac.batch import INPUT_NAMES, TARGET_NAMES, QaracBatch, TokenBatch, pad_s
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent / "assets" / "data"
 # The tiny preset's 128 positions.
 DEFAULT_MAX_LENGTH = 128
-# Corpus name -> the columns its CSV must have (extra columns are ignored).
+# Corpus name -> the columns its CSV must have (extra columns are ignored, but every row has a
+# field for each column of its header).
 CORPUS_COLUMNS: Mapping[str, tuple[str, ...]] = {
     "all_text": ("all_text",),
     "question_answering": ("question", "answer"),
@@ -92,6 +93,33 @@ def _check_one_line(row: Mapping[str, str | list[str] | None], path: Path, start
                             f"hold one line each; {UNBALANCED_QUOTE}")
 
 
+def _check_field_count(row: Mapping[str, str | list[str] | None], header: Sequence[str], path: Path,
+                       line: int) -> None:
+    """A row of as many fields as the header: an unquoted comma in a text splits it, and the
+    reader would file the pieces under the wrong columns ('Where, exactly, ...' became 'Where').
+
+    Raises:
+        DataError: naming the file, the line and both counts.
+    """
+    extra = row.get(None) or []  # DictReader files the fields past the header under None
+    count = len(header) + len(extra) if extra else sum(row[name] is not None for name in header)
+    if count != len(header):
+        hint = " (a text holding a comma must be quoted: \"like, this\")" if count > len(header) else ""
+        raise DataError(f"{path}, line {line}: {count} field{'s' if count != 1 else ''}, but the header has "
+                        f"{len(header)} ({', '.join(header)}){hint}")
+
+
+def _csv_cause(error: csv.Error, path: Path, line: int) -> str:
+    """The csv module's error with its likely cause: an oversized field is named as such, and
+    blamed on a quote only where the line holds one."""
+    if "field larger than field limit" in str(error):
+        text = _read_text(path).splitlines()
+        quoted = line - 1 < len(text) and '"' in text[line - 1]
+        cause = f"; {UNBALANCED_QUOTE}" if quoted else "; a corpus field holds one text, not a document"
+        return f"a field larger than the csv field limit ({csv.field_size_limit()} characters): {error}{cause}"
+    return f"{error}; {UNBALANCED_QUOTE}"
+
+
 def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
     """Read a CSV with a header, checking that `columns` are present and filled.
 
@@ -105,8 +133,9 @@ def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int
 
     Raises:
         DataError: empty or undecodable file, a missing column, no data rows,
-            an empty cell in a required column, a field spanning lines or one
-            over the csv module's field limit (128 KiB): an unbalanced quote.
+            a row with more or fewer fields than the header, an empty cell in
+            a required column, a field spanning lines (an unbalanced quote) or
+            one over the csv module's field limit (128 KiB).
     """
     path = Path(path)
     reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
@@ -121,13 +150,14 @@ def read_rows(path: str | os.PathLike, columns: Sequence[str]) -> list[tuple[int
         for row in reader:
             start, line = line + 1, reader.line_num
             _check_one_line(row, path, start, line)
+            _check_field_count(row, header, path, line)
             for name in columns:
                 # A short row leaves None in the columns it lacks.
                 if row[name] is None or not row[name].strip():
                     raise DataError(f"{path}, line {line}: empty cell in column {name!r}")
             rows.append((line, {name: row[name] for name in columns}))
     except csv.Error as error:
-        raise DataError(f"{path}, line {line + 1}: {error}; {UNBALANCED_QUOTE}") from None
+        raise DataError(f"{path}, line {line + 1}: {_csv_cause(error, path, line + 1)}") from None
     if not rows:
         raise DataError(f"{path}: the file has a header but no data rows")
     return rows

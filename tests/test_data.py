@@ -89,7 +89,7 @@ BAD_INPUTS = [
     pytest.param(load_reasoning, b"proposition0,proposition1,conclusion\na,b,c\nd, ,f\n",
                  r"corpus\.csv, line 3: empty cell in column 'proposition1'", id="empty cell"),
     pytest.param(load_reasoning, b"proposition0,proposition1,conclusion\na,b\n",
-                 r"corpus\.csv, line 2: empty cell in column 'conclusion'", id="short row"),
+                 r"corpus\.csv, line 2: 2 fields, but the header has 3", id="short row"),
 ]
 
 
