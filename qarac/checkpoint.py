@@ -12,6 +12,7 @@ leaves the previous checkpoint intact. Nothing here unpickles.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -30,7 +31,8 @@ from transformers.utils import logging as hf_logging
 
 CONFIG_NAME = "qarac_config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+# 2: qarac_config.json holds the sha256 of every file saved with it (`files`), and of the tokenizer.
+FORMAT_VERSION = 2
 
 ModuleT = TypeVar("ModuleT", bound="PretrainedMixin")
 
@@ -105,8 +107,9 @@ def _require_directory(directory: Path, what: str) -> None:
         raise CheckpointError(f"{what} path {directory} is not a directory")
 
 
-def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConfig]:
-    """(model class name, config) of a QARAC checkpoint directory."""
+def read_checkpoint_record(directory: str | os.PathLike) -> dict[str, Any]:
+    """The JSON of a checkpoint's `qarac_config.json`: model class, config, file digests and,
+    when it was saved with one, the digest of its tokenizer."""
     directory = Path(directory)
     _require_directory(directory, "checkpoint")
     path = directory / CONFIG_NAME
@@ -114,9 +117,46 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConf
         raise CheckpointError(f"{directory} is not a QARAC checkpoint: {CONFIG_NAME} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data["model_class"], QaracConfig.from_dict(data["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is corrupt or not a QARAC config: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is corrupt or not a QARAC config: it holds no JSON object")
+    return data
+
+
+def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConfig]:
+    """(model class name, config) of a QARAC checkpoint directory."""
+    data = read_checkpoint_record(directory)
+    try:
+        return data["model_class"], QaracConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{Path(directory) / CONFIG_NAME} is corrupt or not a QARAC config: {error}") from error
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(directory: Path, files: Any) -> None:
+    """Every file `qarac_config.json` lists is there with the sha256 it was saved with.
+
+    Raises:
+        CheckpointError: no digests (saved by an older qarac), a listed file missing, or one changed.
+    """
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        raise CheckpointError(f"{directory / CONFIG_NAME} lists no file digests (saved by an older qarac?); "
+                              "save the checkpoint again with this version")
+    for name, expected in sorted(files.items()):
+        path = directory / name
+        if Path(name).name != name or not path.is_file():
+            raise CheckpointError(f"{directory} lacks {name}, which its {CONFIG_NAME} lists")
+        if sha256_of(path) != expected:
+            raise CheckpointError(f"{path} was changed after saving (sha256 differs from the one in {CONFIG_NAME}): "
+                                  "the file is corrupt or was edited")
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -151,10 +191,20 @@ class PretrainedMixin:
 
     config: QaracConfig
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
+        """Write the weights, then (with `tokenizer`) the tokenizer's files, then `qarac_config.json`
+        holding the sha256 of each of them and the tokenizer's content digest (`tokenizer_sha256`)."""
+        from qarac.tokenizer import tokenizer_sha256
+
         directory = Path(directory)
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_model(self, str(tmp)))
+        names = [WEIGHTS_NAME]
         payload = {"format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        if tokenizer is not None:
+            written = {Path(name).name for name in tokenizer.save_pretrained(str(directory))}
+            names += sorted(name for name in written if (directory / name).is_file())
+            payload["tokenizer_sha256"] = tokenizer_sha256(tokenizer)
+        payload["files"] = {name: sha256_of(directory / name) for name in names}
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2, sort_keys=True))
         return directory
 
@@ -169,6 +219,7 @@ class PretrainedMixin:
         """
         directory = Path(directory)
         class_name, config = read_checkpoint_config(directory)
+        files = read_checkpoint_record(directory).get("files")
         if class_name != cls.__name__:
             raise CheckpointError(f"{directory} holds a {class_name}, not a {cls.__name__}; "
                                   f"load it with {class_name}.from_pretrained")
@@ -176,6 +227,7 @@ class PretrainedMixin:
         path = directory / WEIGHTS_NAME
         state = load_safetensors(path)
         _check_keys(module, state, path)
+        verify_files(directory, files)  # after the key check, whose message says more about a wrong file
         module.load_state_dict(state, strict=False)
         return module.to(map_location)
 

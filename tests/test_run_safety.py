@@ -23,8 +23,10 @@ from training_helpers import assert_bit_equal, saved_weights, small_corpus, tiny
 
 
 def run_files(output: Path) -> dict[str, bytes]:
-    """Every file under `output`, by relative path, with its bytes."""
-    return {str(path.relative_to(output)): path.read_bytes() for path in sorted(output.rglob("*")) if path.is_file()}
+    """Every file under `output`, by relative path, with its bytes; the lock file names its last
+    taker, a refused run included, and is left out."""
+    return {str(path.relative_to(output)): path.read_bytes() for path in sorted(output.rglob("*"))
+            if path.is_file() and path.name != train_module.LOCK_NAME}
 
 
 # --- item 1: a new run over an old one -----------------------------------------------------------
@@ -136,7 +138,8 @@ def test_kill_at_every_step_of_a_save_leaves_a_checkpoint_latest_names(tmp_path,
         # Resuming from what the kill left finishes the run and clears the leftovers (item 4).
         train(tiny_train_config(snapshot, data_dir=str(data), max_steps=steps, resume=True))
         assert_bit_equal(saved_weights(expected_dir), saved_weights(snapshot))
-        leftovers[index] = [p.name for p in snapshot.iterdir() if p.name.startswith(".")]
+        leftovers[index] = [p.name for p in snapshot.iterdir()
+                            if p.name.startswith(".") and p.name != train_module.LOCK_NAME]  # the lock file stays
         index += 1
     assert index >= 4, seen  # staging rename, latest switch, history and plot at least
     assert not any(leftovers.values()), leftovers
@@ -227,3 +230,92 @@ def test_settings_read_back_from_json_compare_equal_and_a_changed_data_option_is
     assert changed_settings(saved, config) == []
     changed = dataclasses.replace(config, data_options=("padding=corpus",))
     assert changed_settings(saved, changed) == ["data_options ['padding=corpus_fit'] → ['padding=corpus']"]
+
+
+# --- issue 23 item 7: corpora edited in place ------------------------------------------------------
+
+def test_resume_on_corpora_edited_in_place_is_refused(tmp_path):
+    """The same data at another path was refused, but all_text cut from 1406 rows to 29 in place was not."""
+    data = small_corpus(tmp_path / "data", rows=6)
+    train(tiny_train_config(tmp_path / "run", max_steps=2, data_dir=str(data)))
+    lines = (data / "all_text.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (data / "all_text.csv").write_text("".join(lines[:3]), encoding="utf-8")
+    with pytest.raises(CheckpointError) as error:
+        train(tiny_train_config(tmp_path / "run", max_steps=3, resume=True, data_dir=str(data)))
+    message = str(error.value)
+    assert "all_text.csv" in message and "changed" in message and "\n" not in message, message
+    assert not any((tmp_path / "run").glob("checkpoint-00000003*"))
+
+
+# --- issue 23 item 3: one writer per output directory -----------------------------------------------
+
+def _start_training(output: Path, *extra: str):
+    import subprocess
+    import sys
+
+    from training_helpers import REPO, subprocess_env
+
+    args = [sys.executable, "-m", "qarac", "train", "--output", str(output), "--max-steps", "100000",
+            "--checkpoint-every", "1", "--batch-size", "4", "--max-length", "32", "--no-progress", *extra]
+    return subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_training(output: Path, process) -> None:
+    """Until the first run has saved a checkpoint: it is training, its settings are on disk."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (output / LATEST_NAME).is_file():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the first run never saved a checkpoint (status {process.poll()})")
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_recovered(tmp_path):
+    """Two `qarac train` into one --output: runs vanished or died mid-save; a --resume
+    started while the first trained was accepted and killed the first."""
+    import signal
+
+    from training_helpers import run_qarac
+
+    output = tmp_path / "run"
+    first = _start_training(output, "--lr", "1e-3")
+    try:
+        _wait_until_training(output, first)
+        for extra in (["--lr", "2e-3"], ["--overwrite"], ["--resume"]):
+            second = run_qarac("train", "--output", str(output), "--max-steps", "2", "--batch-size", "4",
+                               "--max-length", "32", "--no-progress", *extra)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+            assert "in use by another training run" in lines[0] and f"pid {first.pid}" in lines[0], lines[0]
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # The holder died without releasing anything by hand: its lock is stale and recovered.
+    assert f"pid {first.pid}" in (output / train_module.LOCK_NAME).read_text()
+    state = train(tiny_train_config(output, max_steps=1, overwrite=True)).state
+    assert state.step == 1 and latest_checkpoint(output).name == "checkpoint-00000001"
+    assert train_module.LOCK_NAME not in [p.name for p in train_module.run_entries(output)]
+
+
+def test_the_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
+    """In one process: while `train` runs, another taker is refused naming this process."""
+    seen = []
+    real_save = train_module.save_checkpoint
+
+    def save_and_try_the_lock(output_dir, *args, **kwargs):
+        with pytest.raises(ValueError, match=f"in use by another training run \\(pid {os.getpid()} "):
+            with train_module.RunLock(output_dir):
+                pass
+        seen.append(True)
+        return real_save(output_dir, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_and_try_the_lock)
+    train(tiny_train_config(tmp_path, max_steps=1))
+    assert seen == [True]
+    with train_module.RunLock(tmp_path):  # released when the run ended
+        pass
