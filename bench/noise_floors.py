@@ -1,12 +1,13 @@
-"""Noise floors and the port's error in floor units, per model size: what `parity.noise.FLOOR_BOUND` is chosen from.
+"""Noise floors, the port's error in floor units, and the float64 check, per model size: what
+`parity.noise.FLOOR_BOUND` and `parity.exactness.FLOAT64_BOUND` are chosen from.
 
-What: for each model, the harness's padded sample batch (4 examples) run once per
-side with every stage captured (`parity.harness.forward_case`), on the model's own
-weights and on the sharpened weight set (`parity.sharp`): every output's and
-stage's noise floor (`parity.noise.measure_floors`: the port in float64, with eager
-attention, on a permuted batch, on one thread; the legacy on a permuted batch), the
-cross-framework error, and the error in floor units, accumulated (real forward) and
-introduced (each stage fed the legacy's input).
+What: for each model, the legacy recorded in memory (`parity.record.record_legacy`, its float64
+run included) and the port judged by `parity.harness.check`, the code `qarac-parity` runs. Per
+case (padded, unpadded, max-length batch; the padded batch on the sharpened weight set): the
+floors' range (`parity.noise`: the legacy's float32 error against its float64 run plus the port's
+own-path rounding), the worst error in floor units (outputs, every stage, introduced errors), and
+the float64 check's worst relative error (outputs, stages, gradients) with the smallest relative
+error the float32 verdict would catch per value (FLOOR_BOUND x floor / the value's scale).
   tiny          the embedded tiny RoBERTa (hidden 32, 2 layers, vocab 512)
   mid           hidden 256, 4 layers, 8 heads, intermediate 1024, vocab 8192, random weights
   roberta-base  roberta-base shapes (hidden 768, 12 layers, vocab 50265), random weights
@@ -18,6 +19,7 @@ Writes bench/results/noise_floors.json.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -25,10 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import print_table, write_results
-from parity.harness import build_models, fixed_tolerance, forward_case
-from parity.inputs import sample_batch
+from parity.exactness import FLOAT64_BOUND
 from parity.noise import FLOOR_BOUND
-from parity.sharp import sharpened
 from qarac.presets import build_base_checkpoint, tiny_model_dir
 
 MID = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 1024,
@@ -43,38 +43,39 @@ def model_dir(model: str, root: Path) -> Path:
     return build_base_checkpoint(root / model, model, 0)
 
 
-def _summary(run) -> dict[str, Any]:
-    values = run.result.outputs + run.result.stages
-    worst = max(values, key=lambda c: c.floor_ratio)
-    introduced = max(run.introduced, key=lambda c: c.floor_ratio)
-    floors = run.floors.floor
-    return {"worst_ratio": worst.floor_ratio, "worst_name": worst.name, "worst_abs_err": worst.max_abs_err,
-            "worst_introduced_ratio": introduced.floor_ratio, "worst_introduced_name": introduced.name,
-            "floor_min": min(floors.values()), "floor_max": max(floors.values()),
-            "output_floors": {c.name: c.noise_floor for c in run.result.outputs},
-            "output_ratios": {c.name: c.floor_ratio for c in run.result.outputs},
-            "passed": all(c.passed for c in values)}
-
-
-def _case(pt_legacy, tf_model, inputs, case: str, fallback: float):
-    """One batch compared as the harness does: the legacy captured live, then `forward_case`."""
-    from parity.capture import capture_keras
-    from parity.noise import legacy_floor_variants
-
-    legacy = capture_keras(tf_model, inputs)
-    return forward_case(pt_legacy, legacy, legacy_floor_variants(tf_model, inputs, legacy), inputs, case, None, fallback)
+def summary(report) -> dict[str, Any]:
+    """Per case: floors' range and the worst error in floor units; the float64 check's figures."""
+    cases = {}
+    for case, floors in report.noise_floors.items():
+        values = [c for c in report.forward if c["name"].startswith(f"{case}.")]
+        if case == "padded":
+            values += report.layers
+        ratios = [(c["floor_ratio"], c["name"]) for c in values if c["floor_ratio"] is not None]
+        ratios += [(row["introduced_floor_ratio"], f"{row['stage']} (introduced)")
+                   for row in report.stage_errors.get(case, [])]
+        worst = max(ratios)
+        cases[case] = {"floor_min": min(floors["floor"].values()), "floor_max": max(floors["floor"].values()),
+                       "worst_ratio": worst[0], "worst_name": worst[1]}
+    float64 = report.float64
+    detectable = [v["float32_detectable"] for v in float64["values"] if v["float32_detectable"]]
+    return {"cases": cases, "passed": report.passed, "failed": [k for k, ok in report.checks.items() if not ok],
+            "float64_worst_value": max(v["rel_err"] for v in float64["values"]),
+            "float64_worst_gradient": max(v["rel_err"] for v in float64["gradients"]),
+            "float32_detectable": {"min": min(detectable), "median": statistics.median(detectable),
+                                   "max": max(detectable)}}
 
 
 def measure(model: str, root: Path) -> dict[str, Any]:
+    from parity.harness import check
+    from parity.memory import release_memory
+    from parity.record import record_legacy
+
     directory = model_dir(model, root)
-    tf_model, pt_legacy, _, weight_map = build_models(directory)
-    batch = sample_batch(directory, pt_legacy.config, 4)
-    fallback = fixed_tolerance(pt_legacy.config)
     start = time.perf_counter()
-    plain = _case(pt_legacy, tf_model, batch.inputs, "padded", fallback)
-    with sharpened(pt_legacy, tf_model, weight_map):
-        sharp = _case(pt_legacy, tf_model, batch.inputs, "sharp", fallback)
-    return {"model": model, "seconds": time.perf_counter() - start, "plain": _summary(plain), "sharp": _summary(sharp)}
+    run = record_legacy(directory, batch_size=4)
+    release_memory()
+    report = check(run)
+    return {"model": model, "seconds": time.perf_counter() - start, **summary(report)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,14 +87,18 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             print(f"[noise floors] {model}", file=sys.stderr, flush=True)
             rows.append(measure(model, Path(scratch)))
-    table = [[row["model"], weights, f"{row[weights]['floor_min']:.2g} .. {row[weights]['floor_max']:.2g}",
-              f"{row[weights]['worst_ratio']:.2f}x ({row[weights]['worst_name']})",
-              f"{row[weights]['worst_introduced_ratio']:.2f}x", "pass" if row[weights]["passed"] else "FAIL"]
-             for row in rows for weights in ("plain", "sharp")]
+    table = [[row["model"], case, f"{entry['floor_min']:.2g} .. {entry['floor_max']:.2g}",
+              f"{entry['worst_ratio']:.3f}x ({entry['worst_name']})"]
+             for row in rows for case, entry in row["cases"].items()]
     print_table(f"Noise floors and error in floor units (bound {FLOOR_BOUND:g}x)",
-                ["model", "weights", "noise floors (min .. max)", "worst error / floor (accumulated)",
-                 "worst introduced / floor", "verdict"], table)
-    write_results("noise_floors", {"bound": FLOOR_BOUND, "models": rows})
+                ["model", "case", "noise floors (min .. max)", "worst error / floor"], table)
+    print_table(f"Float64 check (bound {FLOAT64_BOUND:g}) and what each verdict resolves",
+                ["model", "float64 worst (values)", "float64 worst (gradients)",
+                 "float32 verdict resolves (min / median / max relative)", "all checks"],
+                [[row["model"], f"{row['float64_worst_value']:.2g}", f"{row['float64_worst_gradient']:.2g}",
+                  " / ".join(f"{row['float32_detectable'][k]:.2g}" for k in ("min", "median", "max")),
+                  "pass" if row["passed"] else f"FAIL {row['failed']}"] for row in rows])
+    write_results("noise_floors", {"bound": FLOOR_BOUND, "float64_bound": FLOAT64_BOUND, "models": rows})
     return 0
 
 

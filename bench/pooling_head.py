@@ -5,7 +5,7 @@ states X (B, T, H), the loss being the sum of the pooled vectors; the
 gradient is taken with respect to X and both projections. Milliseconds per
 pass at a few sizes (B, T, H).
 
-Sides (the same function, SPEC 1.1, no mask as the legacy encoder calls it):
+Sides (the same function, docs/legacy.md §1.1, no mask as the legacy encoder calls it):
   pt                 `qarac.GlobalAttentionPoolingHead` with the legacy preset, eager;
   tf/graph           the legacy layer inside `tf.function` with a GradientTape, as `fit` runs it;
                      the local projection gets no gradient there (the legacy bug), so it does less work;

@@ -1,6 +1,6 @@
 """Keras layers of the legacy QARAC: the encoders' pooling head and the decoder head.
 
-Faithful to the original Keras implementation (SPEC.md section 1), quirks kept.
+Faithful to the original Keras implementation (docs/legacy.md section 1), quirks kept.
 The PyTorch port mirrors these classes in `qarac/heads.py` and `qarac/decoder.py`
 under the same names, with the same sublayer names so weight paths line up.
 """
@@ -14,7 +14,7 @@ from legacy_keras._tf import TFRobertaLayer, TFRobertaLMHead, keras, tf
 def dot_prod(vectors):
     """One batch element's `tensordot(x, y, axes=1)`, the original's module-level helper.
 
-    The legacy maps it over the batch with `tf.vectorized_map` twice (SPEC.md 1.1):
+    The legacy maps it over the batch with `tf.vectorized_map` twice (docs/legacy.md §1.1):
     for the attention weights, `x` the local vectors (T, H) and `y` the global
     vector (H,), giving (T,); for the pooled output, `x` the masked attention
     weights (T,) and `y` the base model's vectors (T, H), giving (H,).

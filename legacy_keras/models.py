@@ -1,6 +1,6 @@
 """Keras models of the legacy QARAC: encoder, decoder and the four-objective trainer.
 
-Faithful to the original Keras implementation (SPEC.md section 1): the encoder
+Faithful to the original Keras implementation (docs/legacy.md section 1): the encoder
 and decoder are `TFPreTrainedModel`s wrapping a `TFRobertaModel` that is built
 outside them (as the original did, so the base models' variables are named
 `tf_roberta_model/...`, `tf_roberta_model_1/...`), and the trainer is a plain
@@ -199,7 +199,7 @@ class QaracDecoderModel(transformers.TFPreTrainedModel):
 
 
 class QaracTrainerModel(keras.Model):
-    """The four training objectives of QARAC (SPEC.md 1.4).
+    """The four training objectives of QARAC (docs/legacy.md §1.4).
 
     Holds `question_encoder` and `answer_encoder` (two encoders sharing one
     base model, each with its own pooling head), `decoder`, and `consistency`

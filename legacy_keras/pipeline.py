@@ -1,4 +1,4 @@
-"""The original's input pipeline, as its code ran it (SPEC.md section 1.5).
+"""The original's input pipeline, as its code ran it (docs/legacy.md §1.5).
 
 Mirrors the original's `CorpusLoader`, `CorpusRepeater` and `CombinedCorpus`
 and the `all_text` composition of its `prepare_training_datasets`:

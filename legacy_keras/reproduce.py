@@ -4,7 +4,7 @@
 
 Prints JSON: the variables the warning names (one `fit` step of the trainer),
 the TF / Keras / transformers versions, and `epoch`: `fit` over one epoch of
-the original's input pipeline (`legacy_keras.pipeline`, SPEC.md 1.5) on the
+the original's input pipeline (`legacy_keras.pipeline`, docs/legacy.md §1.5) on the
 shipped sample corpora (or `--data`), with where and why it stopped.
 `--fixed` builds the heads with `fix_local_projection_gradient=True`, leaving
 only the four pooler tensors. `--no-graph-optimizer` turns TensorFlow's graph

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
+from parity.agreement import magnitude_scale
 from parity.capture import stage_site, torch_stage_modules
 from parity.compare import Comparison, compare_arrays
 from parity.forward import stage_mask
@@ -128,7 +129,7 @@ def introduced_backward(pt_model: Any, legacy: LegacyBackward, inputs: Mapping[s
         # Only the input's gradient: the parameters' (the LM head's alone is V x H) are not computed.
         (input_gradient,) = torch.autograd.grad(output, stage_input, upstream)
         reference = legacy.input_gradients[name]
-        scale = max(float(np.abs(reference).max(initial=0.0)), np.finfo(np.float32).tiny)
+        scale = magnitude_scale(reference).value  # the shared rule (parity.agreement)
         comparison = compare_arrays(name, input_gradient.cpu().numpy() / scale, reference / scale, tolerance,
                                     stage_mask(name, inputs))
         results.append(comparison)

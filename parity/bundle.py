@@ -4,8 +4,8 @@ A bundle is a directory:
 
     manifest.json          schema version, library versions, model config, seeds, batch size,
                            the JSON-valued results (gradient census, warnings, losses, ...),
-                           one entry per array (shape, dtype, what it is) and the sha256 of
-                           every other file of the bundle
+                           one entry per array (shape, dtype, what it is), the sha256 of
+                           every other file of the bundle, and the bundle's digest
     arrays.safetensors     every array (the weights the legacy ran with, inputs, targets,
                            outputs, stages, gradients), by name
     model/                 the model's HF files besides its weights: config.json and the
@@ -17,6 +17,12 @@ so a failed write leaves an earlier bundle intact. Reading checks the schema
 version, every file's hash, and that every array the manifest lists is there
 with its shape and dtype, and raises `BundleError` (a one-line message naming
 the problem) otherwise.
+
+The digest is the sha256 of the manifest's canonical JSON without the digest
+itself (`manifest_digest`): it covers every file's hash and every JSON-valued
+result the verdict reads (the legacy's noise, its missing gradients, its
+training losses, its determinism flags), so one hex string names everything a
+check compares against; `qarac-parity check --expect-digest` pins it.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import safetensors.numpy
 
 from parity.manifest_shape import check_manifest_shape
 
-SCHEMA_VERSION = 1
+# 2: the manifest carries its digest (`manifest_digest`), checked on reading.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 ARRAYS_NAME = "arrays.safetensors"
 MODEL_DIR = "model"
@@ -58,6 +65,7 @@ class Bundle:
         model_dir: a directory of the model's HF files besides the weights (config.json,
             tokenizer files), or None.
         directory: where the bundle was read from, or None for one built in memory.
+        digest: the manifest's digest (`manifest_digest`), for a bundle read from disk.
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -66,6 +74,7 @@ class Bundle:
     meta: dict[str, Any] = field(default_factory=dict)
     model_dir: Path | None = None
     directory: Path | None = None
+    digest: str | None = None
 
     def add(self, name: str, array: np.ndarray, description: str) -> None:
         if name in self.arrays:
@@ -142,8 +151,9 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool =
         manifest = {"schema_version": SCHEMA_VERSION, **bundle.meta, "results": bundle.results,
                     "arrays": entries,
                     "files": {str(p.relative_to(staging)): sha256_of(p) for p in _files_below(staging)}}
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True, default=_json_default)
-                                             + "\n", encoding="utf-8")
+        manifest = json.loads(json.dumps(manifest, default=_json_default))  # as it will read back
+        manifest["digest"] = manifest_digest(manifest)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         for path in [staging, *staging.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)  # mkdtemp's 0700: a bundle is meant to be shared
         _swap_into_place(staging, directory)
@@ -187,8 +197,21 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a bundle, after checking its schema version and every file's hash."""
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no whitespace), its "digest" entry left out."""
+    content = {key: value for key, value in manifest.items() if key != "digest"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+# Older schemas a caller may ask to read, and what they lack: schema 1 had no manifest digest and no
+# float64 run of the legacy (`parity.reproduction.with_float64_run` completes one for `check`).
+OLDER_SCHEMAS = {1: "no manifest digest, no float64 run of the legacy"}
+
+
+def read_manifest(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA_VERSION,)) -> dict[str, Any]:
+    """The manifest of a bundle, after checking its schema version (one of `schemas`), its digest
+    (from schema 2 on) and every file's hash."""
     directory = Path(directory)
     if not directory.is_dir():
         raise BundleError(f"bundle {directory} does not exist or is not a directory")
@@ -199,10 +222,12 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in schemas:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise BundleError(f"{directory} has bundle schema version {found!r}; this qarac reads version "
                           f"{SCHEMA_VERSION}: record the bundle again with this version")
+    if manifest["schema_version"] >= 2 and manifest.get("digest") != manifest_digest(manifest):
+        raise BundleError(f"bundle file {path} was changed after recording (its content no longer matches its digest)")
     check_manifest_shape(manifest, path)
     _check_files(directory, manifest["files"])
     return manifest
@@ -223,8 +248,8 @@ def _check_files(directory: Path, files: Mapping[str, str]) -> None:
         raise BundleError(f"bundle {directory} holds files its manifest does not list: {extra}")
 
 
-def read_bundle(directory: str | os.PathLike) -> Bundle:
-    """Read and check a bundle.
+def read_bundle(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA_VERSION,)) -> Bundle:
+    """Read and check a bundle (of one of `schemas`: only this version by default, see `OLDER_SCHEMAS`).
 
     Raises:
         BundleError: missing directory or manifest, another schema version, a file
@@ -232,7 +257,7 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
             safetensors file, or an array missing or of another shape/dtype than listed.
     """
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    manifest = read_manifest(directory, schemas)
     try:
         arrays = safetensors.numpy.load_file(str(directory / ARRAYS_NAME))
     except (safetensors.SafetensorError, OSError, ValueError) as error:
@@ -249,12 +274,13 @@ def read_bundle(directory: str | os.PathLike) -> Bundle:
         if list(arrays[name].shape) != entry["shape"] or str(arrays[name].dtype) != entry["dtype"]:
             raise BundleError(f"bundle array {name!r} is {arrays[name].dtype}{list(arrays[name].shape)}, "
                               f"the manifest lists {entry['dtype']}{entry['shape']}")
-    meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files")}
+    meta = {k: v for k, v in manifest.items() if k not in ("schema_version", "results", "arrays", "files", "digest")}
     weights = directory / MODEL_DIR
     return Bundle(arrays={name: arrays[name] for name in listed},
                   descriptions={name: entry["description"] for name, entry in listed.items()},
                   results=manifest.get("results", {}), meta=meta,
-                  model_dir=weights if weights.is_dir() else None, directory=directory)
+                  model_dir=weights if weights.is_dir() else None, directory=directory,
+                  digest=manifest.get("digest"))
 
 
 def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:

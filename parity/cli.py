@@ -54,6 +54,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qarac-parity", description=__doc__.splitlines()[0],
                                      epilog="Subcommands: `qarac-parity record --help`, `qarac-parity check --help`.")
     _add_run_flags(parser)
+    parser.add_argument("--keras3", action="store_true",
+                        help="also run QARAC's original design on Keras 3's TensorFlow, PyTorch and JAX backends "
+                             "(one process each) against the same legacy recording: forward and gradient parity, "
+                             "census columns keras3/<backend>/<mode> (needs the `keras3` extra)")
     _add_report_flags(parser)
     return parser.parse_args(argv)
 
@@ -78,6 +82,9 @@ def parse_check_args(argv: list[str]) -> argparse.Namespace:
                         help="refuse the bundle unless it was recorded for this HF RoBERTa directory's "
                              "architecture and vocabulary")
     parser.add_argument("--device", default="cpu", help="where the port runs: cpu (default) or cuda (TF32 off)")
+    parser.add_argument("--expect-digest", default=None, metavar="HEX",
+                        help="refuse the bundle unless its digest (printed by every check; it covers every "
+                             "file and recorded result) is HEX: pins a CI to one reference")
     _add_report_flags(parser)
     args = parser.parse_args(argv)
     args.batch_size, args.train_steps = 1, 0  # recorded in the bundle
@@ -166,6 +173,20 @@ def check_tensorflow() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         raise ValueError("the live run and `record` need TensorFlow (the `legacy` extra: pip install -e '.[legacy]'); "
                          "without it, check the port against a reference bundle: qarac-parity check BUNDLE")
+
+
+def check_keras3() -> None:
+    """`--keras3` runs Keras 3, keras-hub and JAX: refuse, in one line, where the `keras3` extra is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = [name for name in ("keras", "keras_hub", "jax", "tensorflow", "torch")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"--keras3 needs {', '.join(missing)} (the `keras3` extra: pip install -e '.[keras3]')")
+    version = importlib.metadata.version("keras")
+    if not version.startswith("3."):
+        raise ValueError(f"--keras3 needs Keras 3, found keras {version} (the `keras3` extra: pip install -e '.[keras3]')")
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -323,6 +344,7 @@ def main_check(argv: list[str]) -> int:
         from parity.record import read_reference
 
         run = read_reference(args.bundle)
+        check_digest(run.meta["bundle_digest"], args.expect_digest, args.bundle)
         if args.model is not None:
             from parity.bundle import Bundle
             from parity.inputs import tokenizer_for
@@ -341,7 +363,25 @@ def main_check(argv: list[str]) -> int:
         report = check(run, tolerance=args.tolerance, device=device,
                        progress=lambda stage: status.update(f"check: {stage}"))
     report.model = f"{args.bundle} (recorded from {run.meta['model']})"
+    report.bundle = {"directory": str(args.bundle), "digest": run.meta["bundle_digest"]}
+    print(f"qarac-parity: bundle {args.bundle} digest {run.meta['bundle_digest']}")
     return finish(report, args)
+
+
+def check_digest(digest: str, expected: str | None, bundle: Path) -> None:
+    """With `--expect-digest`, the bundle's digest must be the one given (hex, case-insensitive).
+
+    Raises:
+        ValueError: not a sha256 hex digest, or another digest than the bundle's.
+    """
+    if expected is None:
+        return
+    expected = expected.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ValueError(f"--expect-digest must be 64 hex digits (a sha256), got {expected!r}")
+    if expected != digest:
+        raise ValueError(f"bundle {bundle} has digest {digest}, not the expected {expected}: "
+                         "it was recorded again or edited")
 
 
 def check_device(name: str):
@@ -377,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             args.model = tiny_model_dir()
         check_model_dir(args.model)
         check_tensorflow()
+        if args.keras3:
+            check_keras3()
     except (CheckpointError, ValueError, OSError) as error:
         return _fail(error)
 
@@ -391,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         tolerance = args.tolerance  # None: judged in noise-floor units
         with console.status("parity") as status:
             report = run_parity(args.model, tolerance=tolerance, seed=args.seed, batch_size=args.batch_size,
-                                train_steps=args.train_steps, fit_probe=fit_probe,
+                                train_steps=args.train_steps, fit_probe=fit_probe, keras3=args.keras3,
                                 progress=lambda stage: status.update(f"parity: {stage}"))
     finally:
         stop_fit_probe(fit_probe)

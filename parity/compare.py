@@ -34,7 +34,8 @@ class Comparison:
         cosine: cosine of the flattened outputs.
         padding_max_abs_err: max |pt - tf| over padding positions (None: no mask or no padding).
         tolerance: absolute tolerance applied to max_abs_err.
-        passed: structure matched, non-finite values sit in the same places, and max_abs_err <= tolerance.
+        passed: structure matched, non-finite values sit in the same places with the same kind (NaN,
+            +inf, -inf), and max_abs_err (over the finite elements) <= tolerance.
         problem: why it failed, when the failure is structural.
         noise_floor: the value's float32 noise floor (`parity.noise`), when measured.
         floor_ratio: max_abs_err in noise-floor units, when measured.
@@ -64,6 +65,33 @@ def _structural_failure(name: str, problem: str, tolerance: float, shape=()) -> 
     return Comparison(name, tuple(shape), nan, nan, (), (nan, nan), nan, nan, None, tolerance, False, problem)
 
 
+def _kinds(value: np.ndarray) -> np.ndarray:
+    """Per element: 0 finite, 1 NaN, 2 +inf, 3 -inf."""
+    kinds = np.zeros(value.shape, dtype=np.int8)
+    if value.dtype.kind in "fc":
+        kinds[np.isnan(value)] = 1
+        kinds[np.isposinf(value)] = 2
+        kinds[np.isneginf(value)] = 3
+    return kinds
+
+
+KIND_NAMES = ("finite", "nan", "+inf", "-inf")
+
+
+def nonfinite_disagreement(pt: np.ndarray, tf: np.ndarray) -> str | None:
+    """None when NaN, +inf and -inf sit at the same places with the same kind on both sides; else the
+    first position where they do not, named with both values, and how many positions differ."""
+    if pt.dtype.kind not in "fc" or (np.isfinite(pt).all() and np.isfinite(tf).all()):
+        return None
+    a, b = _kinds(pt), _kinds(tf)
+    differ = a != b
+    if not differ.any():
+        return None
+    where = tuple(int(i) for i in np.argwhere(differ)[0])
+    return (f"non-finite values differ at {int(differ.sum())} positions, first at {where}: pytorch "
+            f"{KIND_NAMES[a[where]]} ({float(pt[where])!r}), legacy {KIND_NAMES[b[where]]} ({float(tf[where])!r})")
+
+
 def compare_arrays(name: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANCE,
                    token_mask: np.ndarray | None = None) -> Comparison:
     """Compare one output of both frameworks.
@@ -83,11 +111,13 @@ def compare_arrays(name: str, pt: Any, tf: Any, tolerance: float = TINY_TOLERANC
     if pt.size == 0:
         return _structural_failure(name, "empty output", tolerance, pt.shape)
     finite = np.isfinite(pt)
-    if not np.array_equal(finite, np.isfinite(tf)) or not np.array_equal(np.isnan(pt), np.isnan(tf)):
-        return _structural_failure(name, "NaN/inf at different positions", tolerance, pt.shape)
+    problem = nonfinite_disagreement(pt, tf)
+    if problem:
+        return _structural_failure(name, problem, tolerance, pt.shape)
     all_finite = bool(finite.all())
     # float64 from the start (pt - tf exact for float32 inputs), without float64 copies of the inputs
-    error = np.subtract(pt, tf, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf where both hold the same inf: zeroed below
+        error = np.subtract(pt, tf, dtype=np.float64)
     np.abs(error, out=error)
     if not all_finite:
         error[~finite] = 0.0

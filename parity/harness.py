@@ -6,8 +6,8 @@ side as data (`parity.record`), and imports no TensorFlow. The live harness,
 `run_parity`, records the legacy in memory and checks; `qarac-parity check`
 reads the same `LegacyRun` from a reference bundle.
 
-Formatting (terminal tables, JSON, Markdown, the plot) lives in
-`parity.report`; this module only computes.
+Formatting lives in `parity.report` (terminal tables, JSON, Markdown) and
+`parity.plot` (the plot); this module only computes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from parity import backward, bridge, forward, gradient_parity, gradients, ledger, noise
+from parity import backward, bridge, exactness, forward, gradient_parity, gradients, ledger, noise
 from parity.bundle import BundleError
 from parity.capture import Capture, capture_torch
 from parity.memory import release_memory
@@ -31,6 +31,7 @@ from parity.sharp import sharpened_weights
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.base import built_with_weights, skip_init
 from qarac.checkpoint import read_roberta_config
+from qarac.validation import skip_value_checks
 
 if TYPE_CHECKING:
     from parity.record import LegacyRun
@@ -58,12 +59,15 @@ class ParityReport:
     noise_floors: dict[str, dict[str, Any]] = field(default_factory=dict)
     stage_gradient_errors: list[dict[str, Any]] = field(default_factory=list)
     first_backward_introducing_stage: str | None = None
+    float64: dict[str, Any] | None = None
+    bundle: dict[str, Any] = field(default_factory=dict)
     verdict: dict[str, Any] = field(default_factory=dict)
     gradients: dict[str, dict[str, Any]] = field(default_factory=dict)
     reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
     gradient_parity: list[dict[str, Any]] = field(default_factory=list)
     deviations: list[dict[str, Any]] = field(default_factory=list)
     training: dict[str, Any] | None = None
+    keras3: dict[str, Any] | None = None  # `--keras3`: parity.keras3's section
     checks: dict[str, bool] = field(default_factory=dict)
     passed: bool = False
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -165,7 +169,7 @@ class ForwardCase:
 
 def forward_case(pt_model, legacy: Capture, legacy_variants: Mapping[str, Mapping[str, float]], inputs, case: str,
                  tolerance: float | None, fallback: float, introduced: bool = True, seed: int = 0,
-                 reorder: bool = True) -> ForwardCase:
+                 reorder: bool = True, legacy64: Capture | None = None) -> ForwardCase:
     """Every comparison of one batch from one forward of the port against the legacy's capture.
 
     Args:
@@ -173,9 +177,10 @@ def forward_case(pt_model, legacy: Capture, legacy_variants: Mapping[str, Mappin
         tolerance: a fixed absolute tolerance (`--tolerance`), or None to judge in noise-floor units.
         fallback: the absolute tolerance recorded where a value is judged by its floor.
         reorder: measure the port's reordering noise variants (`parity.noise.REORDER_VARIANTS`).
+        legacy64: the legacy's float64 capture of this batch (its float32 error joins the floors).
     """
     pt = capture_torch(pt_model, inputs)
-    floors = noise.measure_floors(pt_model, inputs, pt, legacy, legacy_variants, seed, reorder)
+    floors = noise.measure_floors(pt_model, inputs, pt, legacy, legacy_variants, seed, reorder, legacy64)
     bound = noise.FLOOR_BOUND if tolerance is None else None
     absolute = tolerance if tolerance is not None else fallback
     result = forward.compare_captures(pt, legacy, inputs, case, absolute, floors.floor, bound)
@@ -195,15 +200,23 @@ def stage_errors(case: ForwardCase) -> list[dict[str, Any]]:
     return rows
 
 
-def build_port(run: LegacyRun, device: str | torch.device = "cpu") -> tuple[QaracTrainerModel, QaracTrainerModel]:
+def build_port(run: LegacyRun, device: str | torch.device = "cpu",
+               port: torch.nn.Module | None = None) -> tuple[QaracTrainerModel, QaracTrainerModel]:
     """The port's legacy preset and default preset holding the weights the legacy ran with.
+
+    Args:
+        port: a legacy-preset model to load the weights into (strictly) instead of building one.
 
     Raises:
         BundleError: the recorded weights do not fit the recorded architecture.
+        RuntimeError: the recorded weights do not fit `port`.
     """
     architecture = QaracConfig(base=run.meta["model_config"])
     # One writable copy of the recorded weights, held by both presets (no other copy is made).
     state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
+    if port is not None:
+        port.load_state_dict(state, strict=True)
+        return port.to(device).eval(), default_preset(architecture, state, share=True).to(device).eval()
     try:
         pt_legacy, _ = built_with_weights(lambda: QaracTrainerModel(architecture.legacy()), state, share=True)
     except RuntimeError as error:
@@ -215,11 +228,12 @@ def build_port(run: LegacyRun, device: str | torch.device = "cpu") -> tuple[Qara
 
 def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, batch_size: int = 4,
                train_steps: int = 0, progress: Callable[[str], None] = lambda stage: None,
-               fit_probe: Any = None) -> ParityReport:
+               fit_probe: Any = None, keras3: bool = False) -> ParityReport:
     """The live harness: record the legacy on one RoBERTa directory, in memory, then `check` the port.
 
     Args:
         fit_probe: the `fit` probe, when the caller started it already (`parity.fit_probe`).
+        keras3: also run QARAC on Keras 3's three backends against the same recording (`parity.keras3`).
     """
     from parity.record import record_legacy
 
@@ -227,68 +241,116 @@ def run_parity(model_dir: Path, tolerance: float | None = None, seed: int = 0, b
     run = record_legacy(model_dir, seed, batch_size, train_steps, progress, fit_probe)
     release_memory()  # the legacy model's gigabytes go back before the port's models are built
     report = check(run, tolerance, progress=progress)
+    if keras3:
+        from parity.keras3 import add_keras3
+
+        add_keras3(report, run, progress=progress)
     report.timings_s = {**{f"record {k}": v for k, v in run.timings_s.items()}, **report.timings_s,
                         "total": round(time.perf_counter() - start, 3)}
     return report
 
 
 def check(run: LegacyRun, tolerance: float | None = None, device: str | torch.device = "cpu",
-          progress: Callable[[str], None] = lambda stage: None) -> ParityReport:
+          progress: Callable[[str], None] = lambda stage: None, port: torch.nn.Module | None = None) -> ParityReport:
     """Compare the port with a recorded (or just recorded) legacy run; imports no TensorFlow.
+
+    The port's value checks (finite vectors handed to the decoder, ...) are off inside: a port that
+    produces NaN or inf gets its full report, naming the first stage where they appear.
 
     Args:
         tolerance: None (default) judges every forward value against `parity.noise.FLOOR_BOUND`
             times its measured noise floor; a number is a fixed absolute tolerance instead.
         device: where the port runs ("cpu", "cuda"); TF32 is turned off and read back there.
+        port: a model in the legacy preset with `QaracTrainerModel`'s parameter names to check instead
+            of the one built from the run (`parity.testing`); the run's weights are loaded into it.
     """
+    with skip_value_checks():
+        return _check(run, tolerance, device, progress, port)
+
+
+def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
+           progress: Callable[[str], None], port: torch.nn.Module | None) -> ParityReport:
     report = ParityReport(model=str(run.meta["model"]), versions={**versions(), **{
         f"legacy_{k}": v for k, v in run.meta["legacy_versions"].items()}})
     timer = _Timer(report.timings_s, progress)
     start = time.perf_counter()
     seed = int(run.meta["seed"])
     with timer.stage("build"):
-        pt_legacy, pt_default = build_port(run, device)
+        pt_legacy, pt_default = build_port(run, device, port)
         inputs = {case: {name: tokens.to(device) for name, tokens in batch.items()} for case, batch in run.inputs.items()}
         targets = {name: value.to(device) for name, value in run.targets.items()}
     fallback = tolerance if tolerance is not None else fixed_tolerance(pt_legacy.config)
+    bound = noise.FLOOR_BOUND if tolerance is None else None
     report.verdict = {"mode": "fixed tolerance" if tolerance is not None else "noise floor",
                       "bound_in_floors": None if tolerance is not None else noise.FLOOR_BOUND,
                       "absolute_tolerance": tolerance}
     report.weights = dict(run.weight_summary)
+    legacy64 = run.float64.captures if run.float64 is not None else {}
     with timer.stage("forward"):
         runs = {"padded": forward_case(pt_legacy, run.captures["padded"], run.legacy_floors["padded"],
-                                       inputs["padded"], "padded", tolerance, fallback, seed=seed)}
+                                       inputs["padded"], "padded", tolerance, fallback, seed=seed,
+                                       legacy64=legacy64.get("padded"))}
         # The reorderings are repeated on the other batches only where they moved something here.
         reorder = runs["padded"].floors.reorder_moved()
         for case in ("unpadded", "max_length"):
             runs[case] = forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
-                                      tolerance, fallback, introduced=False, seed=seed, reorder=reorder)
+                                      tolerance, fallback, introduced=False, seed=seed, reorder=reorder,
+                                      legacy64=legacy64.get(case))
         with sharpened_weights(pt_legacy):  # the nonlinearities exercised (parity.sharp)
             runs["sharp"] = forward_case(pt_legacy, run.captures["sharp"], run.legacy_floors["sharp"],
-                                         inputs["padded"], "sharp", tolerance, fallback, seed=seed, reorder=reorder)
+                                         inputs["padded"], "sharp", tolerance, fallback, seed=seed, reorder=reorder,
+                                         legacy64=legacy64.get("sharp"))
         _forward_sections(report, runs)
         report.special_cases["all_padding_row"] = _all_padding_row(pt_legacy, run.captures["all_padding_row"],
                                                                    inputs["all_padding_row"], fallback)
-        noise.release_twins(pt_legacy)
+    if run.float64 is not None:
+        with timer.stage("float64"):
+            report.float64 = float64_exactness(run, pt_legacy, runs, inputs, targets, bound).to_dict()
+    noise.release_twins(pt_legacy)
     with timer.stage("determinism"), backward.recorded_arguments(pt_legacy) as stage_calls:
         report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
     with timer.stage("gradients"):
         _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets, stage_calls,
                            lambda step: progress(f"gradients: {step}"))
+    legacy_preset = bool(getattr(pt_legacy.config, "is_legacy", False))
     with timer.stage("deviations"):
-        report.deviations = [d.to_dict() for d in ledger.measure_deviations(pt_legacy, inputs["padded"], targets)]
+        # The ledger switches each legacy option off a legacy-preset port; a port given in another
+        # preset (`parity.testing`) has no ledger, and fails `port_in_legacy_preset`.
+        report.deviations = ([d.to_dict() for d in ledger.measure_deviations(pt_legacy, inputs["padded"], targets)]
+                             if legacy_preset else [])
     if run.training is not None:
         with timer.stage("training"):
             from parity.training import check_training
 
             report.training = check_training(run).to_dict()
     report.checks = _checks(report, [c for case in runs.values() for c in case.result.outputs])
+    report.checks["port_in_legacy_preset"] = legacy_preset
     from parity.mutations import primitives_agree
 
     report.checks["l2_normalize_primitive"] = primitives_agree(run.l2_probe)
     report.passed = all(report.checks.values())
     report.timings_s["total"] = round(time.perf_counter() - start, 3)
     return report
+
+
+def float64_exactness(run: LegacyRun, pt_legacy, runs: Mapping[str, ForwardCase], inputs, targets,
+                      bound: float | None) -> exactness.ExactnessResult:
+    """The port's float64 twin against the legacy's float64 run: every output, stage and gradient.
+
+    The twin's forwards of the compared batches were taken for the floors (`NoiseFloors.port_float64`);
+    the all-padding row's and the gradients of the total loss are taken here.
+    """
+    result = exactness.ExactnessResult(substitutes=dict(run.float64.substitutes))
+    for case, forward_run in runs.items():
+        exactness.compare_case(result, case, forward_run.floors.port_float64, run.float64.captures[case],
+                               inputs["padded" if case == "sharp" else case], forward_run.floors.floor, bound)
+    port = noise.capture_float64(pt_legacy, inputs["all_padding_row"])
+    exactness.compare_real_rows(result, "all_padding_row", port, run.float64.captures["all_padding_row"],
+                                slice(0, -1))
+    with noise.float64_default():
+        port_gradients = gradients.torch_gradients(noise.float64_twin(pt_legacy), inputs["padded"], targets)
+    exactness.compare_gradients(result, port_gradients, run.float64.gradients)
+    return exactness.finish(result)
 
 
 def _forward_sections(report: ParityReport, runs: dict[str, ForwardCase]) -> None:
@@ -359,6 +421,12 @@ SEED_MISSING = {
 }
 
 
+def missing_sets_agree(pt_missing, tf_missing) -> bool:
+    """pt/legacy and tf/eager leave the same parameters without a gradient, up to the declared ones."""
+    declared = set(gradient_parity.DECLARED_ONE_SIDED)
+    return set(pt_missing) - declared == set(tf_missing) - declared
+
+
 def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bool]:
     """Every check the exit code depends on. Missing legacy gradients are findings, checked to be the known ones."""
     grads = report.gradients
@@ -377,6 +445,9 @@ def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bo
         "pt_default_misses_none": not (grads["pt/default"]["missing"] or grads["pt/default"]["zero"]
                                        or grads["pt/default"]["nonfinite"]),
         "gradient_parity": all(c["passed"] for c in report.gradient_parity),
+        # the parameters without a gradient are the same on both sides (what is declared aside)
+        "gradient_missing_sets_agree": missing_sets_agree(grads["pt/legacy"]["missing"], grads["tf/eager"]["missing"]),
+        **({"float64_exactness": bool(report.float64["passed"])} if report.float64 is not None else {}),
         "backward_stages": report.first_backward_introducing_stage is None,
         **({"training": bool(report.training.get("passed"))} if report.training is not None else {}),
     }

@@ -90,7 +90,7 @@ def measure_deviations(legacy_model: QaracTrainerModel, inputs, targets) -> list
     return deviations
 
 
-# --- data deviations: what the legacy's input pipeline changes (SPEC.md 1.5), measured ------
+# --- data deviations: what the legacy's input pipeline changes (docs/legacy.md §1.5), measured ------
 
 # Data option -> (its corrected value, what the legacy did and what switching it changes).
 DATA_DEVIATIONS: Mapping[str, tuple[Any, str]] = {

@@ -62,8 +62,11 @@ class Tree:
 NAMES = ListOf(str)
 LOSSES = ListOf(MapOf(Number, min_length=1), min_length=1)  # one {objective: loss} per step
 
+CAPTURE_ORDERS = MapOf(ListOf(str, min_length=1), min_length=1)  # case -> stages in the order they ran
+
 MANIFEST_SHAPE = Fields({
     "schema_version": int,
+    "digest": str,  # from schema 2 on
     "files": MapOf(str, min_length=1),
     "arrays": MapOf(Fields({"shape": ListOf(int), "dtype": str, "description": str, "same_as": str},
                            required=frozenset({"shape", "dtype", "description"}))),
@@ -74,7 +77,7 @@ MANIFEST_SHAPE = Fields({
     "vocabulary_sha256": str,
     "legacy_versions": MapOf(str),
     "results": Fields({
-        "capture_orders": MapOf(ListOf(str, min_length=1), min_length=1),
+        "capture_orders": CAPTURE_ORDERS,
         "backward_order": ListOf(str, min_length=1),
         "parameters": ListOf(str, min_length=1),
         "fit_missing": NAMES,
@@ -87,6 +90,10 @@ MANIFEST_SHAPE = Fields({
                                 "legacy": Tree(Optional(Number))}, required=frozenset({"legacy"})),
         "training": Optional(Fields({"settings": MapOf(Anything), "eager": LOSSES, "graph": LOSSES},
                                     required=frozenset({"settings", "eager", "graph"}))),
+        # From schema 2 on: the legacy's float64 run (schema 1 has none; `check` completes one).
+        "float64": Optional(Fields({"capture_orders": CAPTURE_ORDERS, "gradients_missing": NAMES,
+                                    "substitutes": MapOf(str)},
+                                   required=frozenset({"capture_orders", "gradients_missing", "substitutes"}))),
     }),
 }, required=frozenset({"schema_version", "files", "arrays"}))
 

@@ -1,72 +1,25 @@
-"""Planted porting bugs, to measure how sharp the harness is.
+"""Planted porting bugs, judged by the harness's own verdict.
 
 Each mutant is a context manager that plants one small, realistic bug in the
-PyTorch side (monkeypatching or editing weights in memory, never files) and
-undoes it on exit. `run_checks` runs the harness's checks against legacy
-results recorded once from a clean run (`LegacyRecord`: captures and
-gradients as plain arrays), so a mutant costs only PyTorch work. A mutant is
-caught when some check fails; the result names the checks and, for forward
-checks, the first stage whose introduced error is over its bound.
+port for the duration of the block: a class- or module-level patch of the code
+the port runs (so every model built inside, the float64 twin included, carries
+it, as a bug in the port's source would), or an edit of the recorded weights
+the port loads (a weight-bridge bug). Nothing on disk changes. `evaluate` runs
+the real `parity.harness.check` on a `LegacyRun` (a bundle read from disk or
+one just recorded: the same code) with the mutant planted, and reads the
+verdict: which checks fail, the stage named, the worst error in float32 floor
+units and the worst float64 relative error. There is no other judge.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+import inspect
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
-
-from parity import forward, gradient_parity, gradients
-from parity.capture import Capture, capture_keras
-from parity.noise import FLOOR_BOUND, legacy_floor_variants, measure_floors
-from parity.sharp import sharpened
-
-
-@dataclass
-class LegacyRecord:
-    """What the legacy computed on the harness's batch, recorded once: plain data.
-
-    Attributes:
-        captures: case ("padded", "sharp") -> the legacy's captured forward.
-        floors: case -> noise floor per value, measured on the clean port.
-        gradients: the legacy's eager gradients of the total loss, by canonical PyTorch name.
-        parameters: every canonical parameter name of the legacy-preset model.
-    """
-
-    captures: dict[str, Capture]
-    floors: dict[str, dict[str, float]]
-    gradients: dict[str, np.ndarray | None]
-    parameters: list[str]
-    l2_probe: tuple[np.ndarray, np.ndarray]  # (vectors, the legacy's tf.math.l2_normalize of them)
-
-
-@dataclass
-class Models:
-    tf_model: Any
-    pt_legacy: Any
-    weight_map: Any
-    batch: Any
-
-
-def record_legacy(models: Models) -> LegacyRecord:
-    """Run the legacy once per case (and its gradients) on the clean models."""
-    from parity.capture import capture_torch
-    from parity.tf_side import tf_gradients
-
-    captures, floors = {}, {}
-    for case in ("padded", "sharp"):
-        with _weights_for(case, models):
-            captures[case] = capture_keras(models.tf_model, models.batch.inputs)
-            pt = capture_torch(models.pt_legacy, models.batch.inputs)
-            legacy_noise = legacy_floor_variants(models.tf_model, models.batch.inputs, captures[case])
-            floors[case] = measure_floors(models.pt_legacy, models.batch.inputs, pt, captures[case], legacy_noise).floor
-    grads = gradient_parity.to_pt_names(tf_gradients(models.tf_model, models.batch.inputs, models.batch.targets,
-                                                     "eager"), models.weight_map)
-    return LegacyRecord(captures, floors, grads, [entry.pt_name for entry in models.weight_map.entries],
-                        legacy_l2_probe())
-
 
 def l2_probe_vectors() -> np.ndarray:
     """Vectors with squared norms from 1e-20 to 1e4: `l2_normalize`'s floor matters only for the small ones,
@@ -93,207 +46,243 @@ def primitives_agree(probe: tuple[np.ndarray, np.ndarray]) -> bool:
     return bool(np.abs(port - legacy).max() <= 4 * np.finfo(np.float32).eps)
 
 
-def _weights_for(case: str, models: Models):
-    return sharpened(models.pt_legacy, models.tf_model, models.weight_map) if case == "sharp" else contextlib.nullcontext()
 
+# --- the verdict on a mutant --------------------------------------------------------------------
 
 @dataclass
-class CheckResult:
-    """Which checks a (possibly mutated) port fails, and where."""
+class MutantResult:
+    """What `check` said about the port with one mutant planted.
 
+    Attributes:
+        failed: the checks that failed.
+        forward_failed: the forward outputs over their bound (float32 floor verdict).
+        stage: the first stage whose introduced error is over its bound, else the first over its
+            bound in the real forward ("case: stage"); None where no stage is.
+        worst_floor_ratio: the worst forward error (outputs and stages, every case) in floor units.
+        worst_float64_rel_err: the worst float64 relative error over outputs and stages.
+        float64_stage: the first stage over the float64 bound ("case: stage").
+        error: the port raised instead of returning.
+    """
+
+    name: str
     failed: list[str] = field(default_factory=list)
-    stage: str | None = None  # first stage over its bound in the real forward ("case: stage")
-    introducing_stage: str | None = None  # first stage whose introduced error is over its bound
-    error: str | None = None  # the port raised instead of returning
+    forward_failed: list[str] = field(default_factory=list)
+    stage: str | None = None
+    worst_floor_ratio: float | None = None
+    worst_float64_rel_err: float | None = None
+    float64_stage: str | None = None
+    error: str | None = None
 
     @property
     def caught(self) -> bool:
         return bool(self.failed)
 
-
-def run_checks(models: Models, record: LegacyRecord) -> CheckResult:
-    """The harness's forward, localisation, gradient-census and gradient-parity checks on the port."""
-    result = CheckResult()
-    inputs = models.batch.inputs
-    try:
-        for case in ("padded", "sharp"):
-            with _weights_for(case, models):
-                legacy = record.captures[case]
-                pt = forward.capture_torch(models.pt_legacy.eval(), inputs)
-                compared = forward.compare_captures(pt, legacy, inputs, case, floors=record.floors[case],
-                                                    bound=FLOOR_BOUND)
-                introduced = forward.introduced_errors(models.pt_legacy, legacy, inputs,
-                                                       floors=record.floors[case], bound=FLOOR_BOUND)
-            if any(not c.passed for c in compared.outputs):
-                result.failed.append(f"forward ({case})")
-            if compared.first_failure:
-                result.failed.append(f"layers ({case})")
-                result.stage = result.stage or f"{case}: {compared.first_failure}"
-            first = next((c.name for c in introduced if not c.passed), None)
-            if first and result.introducing_stage is None:
-                result.introducing_stage = f"{case}: {first}"
-        if not primitives_agree(record.l2_probe):
-            result.failed.append("l2_normalize primitive")
-        pt_grads = gradients.torch_gradients(models.pt_legacy, inputs, models.batch.targets)
-        flow = gradients.census(pt_grads, record.parameters)
-        if not flow.complete:
-            result.failed.append("gradient census")
-        if any(not c.passed for c in gradient_parity.compare_gradients(pt_grads, record.gradients)) \
-                or set(pt_grads) != set(record.gradients):
-            result.failed.append("gradient parity")
-    except Exception as error:  # noqa: BLE001 - a mutant that crashes the port is caught, and said so
-        result.failed.append("port raised")
-        result.error = f"{type(error).__name__}: {error}"
-    return result
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "caught": self.caught}
 
 
-# --- the mutants --------------------------------------------------------------------------------
+def verdict(name: str, report: Any) -> MutantResult:
+    """Read a `ParityReport` into a `MutantResult`."""
+    ratios = [c["floor_ratio"] for c in [*report.forward, *report.layers] if c.get("floor_ratio") is not None]
+    ratios += [row["introduced_floor_ratio"] for rows in report.stage_errors.values() for row in rows
+               if row["introduced_floor_ratio"] is not None]
+    float64 = report.float64 or {}
+    first64 = next((f"{case}: {stage}" for case, stage in float64.get("first_failing_stage", {}).items() if stage), None)
+    return MutantResult(name, [check for check, ok in report.checks.items() if not ok],
+                        [c["name"] for c in report.forward if not c["passed"]],
+                        report.first_introducing_stage or report.first_failing_stage,
+                        max((r for r in ratios if np.isfinite(r)), default=None) if ratios else None,
+                        max((v["rel_err"] for v in float64.get("values", [])), default=None), first64)
 
-def _patch(owner: Any, name: str, value: Any) -> contextlib.AbstractContextManager:
-    @contextlib.contextmanager
-    def patched() -> Iterator[None]:
-        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
-        setattr(owner, name, value)
+
+def evaluate(name: str, run: Any, device: str = "cpu") -> MutantResult:
+    """Plant mutant `name`, run the real `check` on `run`, read its verdict."""
+    from parity.harness import check
+
+    with MUTANTS[name](run):
         try:
-            yield
-        finally:
-            setattr(owner, name, original)
-    return patched()
+            report = check(run, device=device)
+        except Exception as error:  # noqa: BLE001 - a mutant that crashes the port is caught, and said so
+            return MutantResult(name, ["port raised"], error=f"{type(error).__name__}: {error}")
+    return verdict(name, report)
 
+
+# --- planting ---------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def _edited_parameter(model, name: str, edit: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
-    parameter = dict(model.named_parameters())[name]
-    original = parameter.detach().clone()
-    with torch.no_grad():
-        parameter.copy_(edit(original))
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        with torch.no_grad():
-            parameter.copy_(original)
+        setattr(owner, name, original)
 
 
-def transposed_projection(model, size=None):
-    """The bridge forgets to transpose a square kernel (layer 0's query projection)."""
-    return _edited_parameter(model, "question_encoder.encoder.encoder.layer.0.attention.self.query.weight",
-                             lambda w: w.T.contiguous())
+@contextlib.contextmanager
+def _edited_weights(run: Any, edit: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> Iterator[None]:
+    """The recorded weights the port loads, edited (`edit` returns the new arrays by name); restored after."""
+    originals = dict(run.weights)
+    run.weights.update(edit(originals))
+    try:
+        yield
+    finally:
+        run.weights.clear()
+        run.weights.update(originals)
 
 
-def l2_epsilon(model, size: float = 1e-6):
+def _sdpa(replacement: Callable[..., torch.Tensor]) -> contextlib.AbstractContextManager:
+    """`torch.nn.functional.scaled_dot_product_attention` (what transformers' "sdpa" attention calls,
+    looked up at each call) replaced by `replacement(original, query, key, value, **kwargs)`."""
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def patched(query, key, value, attn_mask=None, *args, **kwargs):
+        return replacement(original, query, key, value, attn_mask, *args, **kwargs)
+
+    return _patched(torch.nn.functional, "scaled_dot_product_attention", patched)
+
+
+def attention_mask_dropped(run=None):
+    """Inside SDPA the attention mask is not passed on (padding attended; the decoder base's causal mask too)."""
+    return _sdpa(lambda sdpa, q, k, v, mask, *args, **kwargs: sdpa(q, k, v, None, *args, **kwargs))
+
+
+def attention_scale(run=None, factor: float = 1.005):
+    """SDPA's scale multiplied by `factor` (a softmax temperature slightly off: 1/sqrt(d) x 1.005)."""
+    def scaled(sdpa, q, k, v, mask, *args, scale=None, **kwargs):
+        base = scale if scale is not None else q.shape[-1] ** -0.5
+        return sdpa(q, k, v, mask, *args, scale=base * factor, **kwargs)
+
+    return _sdpa(scaled)
+
+
+def attention_bfloat16(run=None):
+    """Attention computed in bfloat16 (query, key, value and mask cast down, the result cast back)."""
+    def low(sdpa, q, k, v, mask, *args, **kwargs):
+        down = lambda t: t if t is None or not t.is_floating_point() else t.to(torch.bfloat16)  # noqa: E731
+        return sdpa(down(q), down(k), down(v), down(mask), *args, **kwargs).to(q.dtype)
+
+    return _sdpa(low)
+
+
+def gelu_tanh(run=None):
+    """GELU's tanh approximation (`gelu_new`) wherever the port's RoBERTa blocks and LM head apply GELU."""
+    from transformers.activations import GELUActivation
+
+    return _patched(GELUActivation, "forward",
+                    lambda self, x: torch.nn.functional.gelu(x, approximate="tanh"))
+
+
+def layer_norm_epsilon(run=None, epsilon: float = 1e-12):
+    """Every layer norm with BERT's epsilon 1e-12 instead of RoBERTa's 1e-5."""
+    return _patched(torch.nn.LayerNorm, "forward", lambda self, x: torch.nn.functional.layer_norm(
+        x, self.normalized_shape, self.weight, self.bias, epsilon))
+
+
+def layer_norm_without_affine(run=None):
+    """Layer norms applied without their gain and bias (hidden where gains are 1 and biases 0)."""
+    return _patched(torch.nn.LayerNorm, "forward", lambda self, x: torch.nn.functional.layer_norm(
+        x, self.normalized_shape, None, None, self.eps))
+
+
+def attention_output_bias_dropped(run=None):
+    """The attention block's output projection applied without its bias (hidden where biases are 0)."""
+    from transformers.models.roberta.modeling_roberta import RobertaSelfOutput
+
+    def forward(self, hidden_states, input_tensor):
+        projected = torch.nn.functional.linear(hidden_states, self.dense.weight)
+        return self.LayerNorm(self.dropout(projected) + input_tensor)
+
+    return _patched(RobertaSelfOutput, "forward", forward)
+
+
+def _embeddings_with_positions(positions: Callable[[torch.Tensor, int], torch.Tensor]):
+    """RobertaEmbeddings.forward given `positions(input_ids, padding_idx)` as its position ids."""
+    from transformers.models.roberta.modeling_roberta import RobertaEmbeddings
+
+    original = RobertaEmbeddings.forward
+    signature = inspect.signature(original)
+
+    def forward(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        input_ids = bound.arguments.get("input_ids")
+        if bound.arguments.get("position_ids") is None and input_ids is not None:
+            bound.arguments["position_ids"] = positions(input_ids, self.padding_idx)
+        return original(*bound.args, **bound.kwargs)
+
+    return _patched(RobertaEmbeddings, "forward", forward)
+
+
+def bert_position_ids(run=None):
+    """BERT-style position ids 0..T-1 for every row, not counted from padding_idx + 1 over real tokens."""
+    return _embeddings_with_positions(
+        lambda ids, padding: torch.arange(ids.shape[1], device=ids.device).expand_as(ids))
+
+
+def position_offset(run=None):
+    """Position ids counted from padding_idx instead of padding_idx + 1 (off by one: the first token
+    gets the padding position's embedding)."""
+    def shifted(ids, padding):
+        real = (ids != padding).long()
+        return torch.cumsum(real, dim=1) * real + padding - real
+
+    return _embeddings_with_positions(shifted)
+
+
+def _every_name(weights: Mapping[str, np.ndarray], name: str) -> list[str]:
+    """`name` and every other name of the same parameter (the shared encoder base is recorded under
+    both encoders: loading applies the last, so an edit must reach each)."""
+    suffix = name.split(".", 1)[1]
+    return [other for other in weights if other.split(".", 1)[-1] == suffix and other.split(".")[0] in
+            ("question_encoder", "answer_encoder", name.split(".")[0])]
+
+
+def transposed_projection(run):
+    """The bridge forgets to transpose a square kernel (the encoder base's layer 0 query projection)."""
+    name = "question_encoder.encoder.encoder.layer.0.attention.self.query.weight"
+    return _edited_weights(run, lambda w: {other: np.ascontiguousarray(w[name].T) for other in _every_name(w, name)})
+
+
+def swapped_weights(run):
+    """The bridge swaps two same-shaped weights: the decoder base's layer 0 query and key kernels."""
+    query = "decoder.decoder.encoder.layer.0.attention.self.query.weight"
+    key = "decoder.decoder.encoder.layer.0.attention.self.key.weight"
+    return _edited_weights(run, lambda w: {query: w[key], key: w[query]})
+
+
+def l2_epsilon(run=None, size: float = 1e-10):
     """l2_normalize's floor on the squared norm changed from 1e-12 to `size`."""
     import qarac.heads
 
-    return _patch(qarac.heads, "L2_EPSILON", size)
+    return _patched(qarac.heads, "L2_EPSILON", size)
 
 
-@contextlib.contextmanager
-def gelu_tanh(model, size=None) -> Iterator[None]:
-    """GELU's tanh approximation (`gelu_new`) in every transformer layer of the port."""
-    from transformers.activations import ACT2FN
-
-    layers = [m for m in model.modules() if type(m).__name__ == "RobertaIntermediate"]
-    originals = [m.intermediate_act_fn for m in layers]
-    for module in layers:
-        module.intermediate_act_fn = ACT2FN["gelu_new"]
-    try:
-        yield
-    finally:
-        for module, original in zip(layers, originals):
-            module.intermediate_act_fn = original
-
-
-@contextlib.contextmanager
-def layer_norm_epsilon(model, size: float = 1e-3) -> Iterator[None]:
-    """Every layer norm's epsilon multiplied by (1 + size) (1e-5 -> 1e-5 (1 + size))."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
-    originals = [m.eps for m in norms]
-    for module in norms:
-        module.eps = module.eps * (1 + size)
-    try:
-        yield
-    finally:
-        for module, original in zip(norms, originals):
-            module.eps = original
-
-
-def position_offset(model, size=None):
-    """Position ids counted from padding_idx + 2 instead of + 1 (off by one)."""
-    import transformers.models.roberta.modeling_roberta as roberta
-
-    original = roberta.create_position_ids_from_input_ids
-
-    def shifted(input_ids, padding_idx, past_key_values_length=0):
-        ids = original(input_ids, padding_idx, past_key_values_length)
-        return ids + (ids != padding_idx).long()
-
-    return _patch(roberta, "create_position_ids_from_input_ids", shifted)
-
-
-def padding_mask_value(model, size: float = 1e4):
-    """The encoder's additive padding mask is -size instead of the dtype's minimum."""
-    import transformers.models.roberta.modeling_roberta as roberta
-
-    original = roberta._prepare_4d_attention_mask_for_sdpa
-
-    def weak(mask, dtype, tgt_len=None):
-        additive = original(mask, dtype, tgt_len)
-        return None if additive is None else additive / torch.finfo(dtype).min * -size
-
-    return _patch(roberta, "_prepare_4d_attention_mask_for_sdpa", weak)
-
-
-@contextlib.contextmanager
-def untied_lm_head(model, size=None) -> Iterator[None]:
-    """The LM head gets its own copy of the word embeddings instead of sharing them."""
-    head = model.decoder.decoder_head.head
-    tied = head.decoder.weight
-    head.decoder.weight = torch.nn.Parameter(tied.detach().clone())
-    try:
-        yield
-    finally:
-        head.decoder.weight = tied
-
-
-def cross_entropy_ignores_padding(model, size=None):
+def cross_entropy_ignores_padding(run=None):
     """The legacy preset's cross-entropy skips padding targets (the fixed behaviour leaks in)."""
     import qarac.losses
 
     original = qarac.losses.sequence_cross_entropy
-    return _patch(qarac.losses, "sequence_cross_entropy", lambda logits, target, ignore: original(logits, target, True))
+    return _patched(qarac.losses, "sequence_cross_entropy", lambda logits, target, ignore: original(logits, target, True))
 
 
-def swapped_weights(model, size=None):
-    """The bridge swaps two same-shaped weights: layer 0's query and key kernels."""
-    query = "decoder.decoder.encoder.layer.0.attention.self.query.weight"
-    key = "decoder.decoder.encoder.layer.0.attention.self.key.weight"
-    parameters = dict(model.named_parameters())
-    query_value, key_value = parameters[query].detach().clone(), parameters[key].detach().clone()
-    stack = contextlib.ExitStack()
-    stack.enter_context(_edited_parameter(model, query, lambda w: key_value))
-    stack.enter_context(_edited_parameter(model, key, lambda w: query_value))
-    return stack
-
-
-def decoder_drops_last(model, size=None):
+def decoder_drops_last(run=None):
     """The decoder head drops the last position after layer_0 instead of the prepended first."""
     from qarac.heads import QaracDecoderHead
 
     original = QaracDecoderHead.forward
 
     def forward(self, vector, hidden_states, attention_mask=None):
-        real_layer_1 = self.layer_1
-
-        def layer_1(states, **kwargs):  # receives extended[:, 1:]; rebuild extended[:, :-1]
-            return real_layer_1(torch.cat([captured["vector_state"], states[:, :-1]], dim=1), **kwargs)
-
+        real_layer_0, real_layer_1 = self.layer_0, self.layer_1
         captured = {}
-        real_layer_0 = self.layer_0
 
         def layer_0(extended, **kwargs):
             output = real_layer_0(extended, **kwargs)
-            captured["vector_state"] = output[0][:, :1]
+            states = output[0] if isinstance(output, tuple) else output  # a tuple on transformers 4.x only
+            captured["vector_state"] = states[:, :1]
             return output
+
+        def layer_1(states, **kwargs):  # receives extended[:, 1:]; rebuild extended[:, :-1]
+            return real_layer_1(torch.cat([captured["vector_state"], states[:, :-1]], dim=1), **kwargs)
 
         self.__dict__["layer_0"], self.__dict__["layer_1"] = layer_0, layer_1
         try:
@@ -301,67 +290,45 @@ def decoder_drops_last(model, size=None):
         finally:
             del self.__dict__["layer_0"], self.__dict__["layer_1"]
 
-    return _patch(QaracDecoderHead, "forward", forward)
+    return _patched(QaracDecoderHead, "forward", forward)
 
 
-def legacy_head_gets_mask(model, size=None):
+def legacy_head_gets_mask(run=None):
     """A quirk silently fixed in the legacy preset: the encoder hands its mask to the pooling head."""
     from qarac.encoder import QaracEncoderModel
 
-    return _patch(QaracEncoderModel, "pool", lambda self, states, mask: self.head(states, mask))
+    return _patched(QaracEncoderModel, "pool", lambda self, states, mask: self.head(states, mask))
 
 
-def legacy_head_causal(model, size=None):
+def legacy_head_causal(run=None):
     """A quirk silently fixed in the legacy preset: the decoder head's layers made causal."""
     from qarac import heads
 
     original = heads.additive_attention_mask
-    return _patch(heads, "additive_attention_mask",
-                  lambda mask, causal, *args: original(mask, True, *args))
+    return _patched(heads, "additive_attention_mask", lambda mask, causal, *args: original(mask, True, *args))
 
 
-# name -> (plant, sizes to scan from the least to the most visible, or None)
-MUTANTS: Mapping[str, tuple[Callable[..., Any], tuple[float, ...] | None]] = {
-    "square projection transposed": (transposed_projection, None),
-    "l2-normalisation epsilon": (l2_epsilon, (1e-11, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2, 1.0)),
-    "GELU tanh approximation": (gelu_tanh, None),
-    "layer-norm epsilon (relative change)": (layer_norm_epsilon, (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)),
-    "position ids offset by one": (position_offset, None),
-    "padding mask value (-size)": (padding_mask_value, (1e6, 1e4, 1e3, 1e2, 10.0, 1.0)),
-    "LM head untied": (untied_lm_head, None),
-    "legacy cross-entropy ignores padding": (cross_entropy_ignores_padding, None),
-    "two same-shaped weights swapped": (swapped_weights, None),
-    "decoder head drops the last position": (decoder_drops_last, None),
-    "legacy pooling head given the mask": (legacy_head_gets_mask, None),
-    "legacy decoder head made causal": (legacy_head_causal, None),
+# name -> plant(run): every mutant the verdict is measured on (bench/mutations.py, tests/test_sharpness.py).
+MUTANTS: Mapping[str, Callable[[Any], contextlib.AbstractContextManager]] = {
+    "attention mask dropped inside SDPA": attention_mask_dropped,
+    "attention scale x1.005": attention_scale,
+    "attention in bfloat16": attention_bfloat16,
+    "GELU tanh approximation": gelu_tanh,
+    "layer-norm epsilon 1e-12 (BERT's)": layer_norm_epsilon,
+    "layer norm without gain and bias": layer_norm_without_affine,
+    "attention output bias dropped": attention_output_bias_dropped,
+    "BERT-style position ids": bert_position_ids,
+    "position ids one short (from padding_idx)": position_offset,
+    "square projection transposed": transposed_projection,
+    "two same-shaped weights swapped": swapped_weights,
+    "decoder head drops the last position": decoder_drops_last,
+    "legacy pooling head given the mask": legacy_head_gets_mask,
+    "legacy decoder head made causal": legacy_head_causal,
+    "l2-normalisation epsilon 1e-10": l2_epsilon,
+    "legacy cross-entropy ignores padding": cross_entropy_ignores_padding,
 }
-
-
-@dataclass
-class MutantResult:
-    name: str
-    caught: bool
-    checks: list[str]
-    stage: str | None
-    introducing_stage: str | None
-    smallest_caught_size: float | None  # the least visible planted size caught (None: no size)
-    sizes: dict[str, list[str]] = field(default_factory=dict)  # size -> checks failing at it
-
-
-def evaluate(name: str, models: Models, record: LegacyRecord) -> MutantResult:
-    """Plant one mutant (each size, when it has sizes) and run the checks."""
-    plant, sizes = MUTANTS[name]
-    if sizes is None:
-        with plant(models.pt_legacy):
-            result = run_checks(models, record)
-        return MutantResult(name, result.caught, result.failed, result.stage, result.introducing_stage, None)
-    per_size, smallest, first = {}, None, None
-    for size in sizes:
-        with plant(models.pt_legacy, size):
-            result = run_checks(models, record)
-        per_size[f"{size:g}"] = result.failed
-        if result.caught and smallest is None:
-            smallest, first = size, result
-    first = first or CheckResult()
-    return MutantResult(name, smallest is not None, first.failed, first.stage, first.introducing_stage, smallest,
-                        per_size)
+# Mutants that change no forward value by their nature, and the check that catches each instead.
+NOT_FORWARD = {
+    "l2-normalisation epsilon 1e-10": "l2_normalize_primitive",  # only squared norms below 1e-10 move
+    "legacy cross-entropy ignores padding": "gradient_parity",  # the loss, not the forward
+}

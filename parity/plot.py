@@ -24,16 +24,20 @@ def plot_gradient_flow(report: ParityReport, path: Path) -> None:
     that mode's colour at the bottom of the axis.
     """
     modes = [mode for mode in MODES if mode in report.gradients]
-    missing = {mode: {parameter_group(name) for name in report.gradients[mode]["missing"]} for mode in modes}
+    modes += [mode for mode in report.gradients if mode.startswith("keras3/")]  # `--keras3` columns
+    missing = {mode: {parameter_group(name) for name in report.gradients[mode]["missing"]
+                      # JAX returns zeros where the other frameworks return None: marked alike
+                      + (report.gradients[mode]["zero"] if mode.startswith("keras3/") else [])} for mode in modes}
     groups = sorted({g for mode in modes for g in report.gradients[mode]["group_stats"]}
                     | set().union(*missing.values()), key=group_order)
-    figure, axes = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups)), 8), sharex=True)
+    # wider with more modes (`--keras3` adds six), so each group's bars stay apart
+    figure, axes = plt.subplots(2, 1, figsize=(max(10, 0.6 * len(groups) * max(1.0, len(modes) / 4)), 8), sharex=True)
     width = 0.8 / max(len(modes), 1)
     positions = np.arange(len(groups))
     for axis, statistic in zip(axes, ("mean_abs", "max_abs")):
         values = {mode: [report.gradients[mode]["group_stats"].get(g, {}).get(statistic, np.nan) for g in groups]
                   for mode in modes}
-        floor = np.nanmin([v for row in values.values() for v in row] + [1.0]) / 10
+        floor = np.nanmin([v for row in values.values() for v in row if v > 0] + [1.0]) / 10  # all-zero: off the axis
         for index, mode in enumerate(modes):
             axis.bar(positions + index * width, values[mode], width, label=mode, color=f"C{index}")
             for position, group in zip(positions, groups):
@@ -46,7 +50,7 @@ def plot_gradient_flow(report: ParityReport, path: Path) -> None:
         axis.grid(axis="y", alpha=0.3)
     axes[0].set_title("Gradient flow per parameter group (x: a parameter of the group got no gradient in that mode)",
                       fontsize=9)
-    axes[0].legend(ncol=len(modes), fontsize=8)
+    axes[0].legend(ncol=min(len(modes), 5), fontsize=8)
     axes[1].set_xticks(positions + width * (len(modes) - 1) / 2)
     axes[1].set_xticklabels(groups, rotation=60, ha="right", fontsize=8)
     figure.tight_layout()

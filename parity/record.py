@@ -36,6 +36,8 @@ CASES = ("padded", "unpadded", "max_length", "all_padding_row")
 # sharpened weight set (`parity.sharp`).
 CAPTURES = (*CASES, "sharp")
 OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
+# The version of the noise-floor inputs a bundle holds (`to_bundle`): 2 adds the legacy's float64 run.
+NOISE_FLOORS_VERSION = 2
 
 
 @dataclass
@@ -54,6 +56,22 @@ class LegacyTraining:
     batches: list[dict[str, np.ndarray]]
     eager: list[dict[str, float]]
     graph: list[dict[str, float]]
+
+
+@dataclass
+class LegacyFloat64:
+    """The legacy run a second time in float64: the same weights (float32 values) and batches.
+
+    Attributes:
+        captures: case -> the float64 legacy's captured forward (`CAPTURES`, the sharpened set included).
+        gradients: the float64 legacy's eager gradients of the total loss, by canonical PyTorch name (None: none).
+        substitutes: part -> what replaced it, where the legacy as built does not run in float64
+            (`parity.tf_side.FLOAT64_SUBSTITUTES`).
+    """
+
+    captures: dict[str, Capture]
+    gradients: dict[str, np.ndarray | None]
+    substitutes: dict[str, str]
 
 
 @dataclass
@@ -78,6 +96,7 @@ class LegacyRun:
         l2_probe: (vectors, the legacy's `tf.math.l2_normalize` of them).
         training: K legacy training steps, or None.
         timings_s: seconds each part of the recording took.
+        float64: the legacy run again in float64 (`LegacyFloat64`), or None.
     """
 
     meta: dict[str, Any]
@@ -96,6 +115,7 @@ class LegacyRun:
     l2_probe: tuple[np.ndarray, np.ndarray]
     training: LegacyTraining | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    float64: LegacyFloat64 | None = None
 
 
 def legacy_versions() -> dict[str, str]:
@@ -172,6 +192,10 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     progress("legacy: gradients tf/fit (the fit probe)")
     fit_warning = finish_fit_probe(fit_probe)
     lap("gradients")
+    progress("legacy: float64 run (forward of every batch, eager gradients)")
+    del tf_model, again  # the float32 legacy's memory goes back before the float64 one is built
+    float64 = record_float64(model_dir, seed, pt_legacy, weight_map, inputs, batch.targets)
+    lap("float64")
     training = None
     if train_steps:
         progress("legacy: training")
@@ -185,7 +209,29 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     canonical = [entry.pt_name for entry in weight_map.entries]
     fit_missing = sorted(weight_map.tf_to_pt()[name] for name in fit_warning)
     return LegacyRun(meta, weights, summary, inputs, batch.targets, captures, floors, determinism, grads,
-                     fit_warning, canonical, fit_missing, legacy_backward, legacy_l2_probe(), training, timings)
+                     fit_warning, canonical, fit_missing, legacy_backward, legacy_l2_probe(), training, timings,
+                     float64)
+
+
+def record_float64(model_dir: Path, seed: int, pt_legacy: Any, weight_map: Any,
+                   inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> LegacyFloat64:
+    """The legacy built in float64 with `pt_legacy`'s weights: every case's forward and the padded
+    batch's eager gradients of the total loss (`parity.tf_side.legacy_float64`)."""
+    from parity import gradient_parity
+    from parity.capture import capture_keras
+    from parity.memory import release_memory
+    from parity.sharp import sharpened
+    from parity.tf_side import FLOAT64_SUBSTITUTES, legacy_float64, tf_gradients
+
+    release_memory()
+    model = legacy_float64(model_dir, seed, pt_legacy, weight_map)
+    captures = {case: capture_keras(model, inputs[case]) for case in CASES}
+    with sharpened(pt_legacy, model, weight_map):
+        captures["sharp"] = capture_keras(model, inputs["padded"])
+    grads = gradient_parity.to_pt_names(tf_gradients(model, inputs["padded"], targets, "eager"), weight_map)
+    del model
+    release_memory()
+    return LegacyFloat64(captures, grads, dict(FLOAT64_SUBSTITUTES))
 
 
 # --- bundles ----------------------------------------------------------------------------------
@@ -235,6 +281,16 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
     missing = {mode: _gradients(f"gradients/{mode}", grads, bundle, _what(mode))
                for mode, grads in run.gradients.items()}
+    float64 = None
+    if run.float64 is not None:
+        for case, capture in run.float64.captures.items():
+            for name, value in capture.arrays().items():
+                if not name.startswith("stage_in/"):  # compared are outputs and stages: their inputs are not kept
+                    bundle.add(f"legacy64/{case}/{name}", value, f"float64 legacy forward, {case} batch: {name}")
+        float64 = {"gradients_missing": _gradients("gradients64/tf/eager", run.float64.gradients, bundle,
+                                                   "float64 legacy tf/eager gradient of the total loss"),
+                   "substitutes": run.float64.substitutes,
+                   "capture_orders": {case: c.order for case, c in run.float64.captures.items()}}
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():
             bundle.add(f"backward/{kind}/{name}", value, f"legacy backward, padded batch: {kind} of stage {name}")
@@ -251,8 +307,10 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
         "parameters": run.parameters, "fit_missing": run.fit_missing,
         "gradients_missing": missing, "capture_orders": {case: c.order for case, c in run.captures.items()},
         "backward_order": run.backward.order, "training": training, "record_timings_s": run.timings_s,
-        # Versioned: what the legacy side contributes to the noise floors (parity.noise).
-        "noise_floors": {"schema_version": 1, "variants": ["permuted_batch"], "legacy": run.legacy_floors},
+        # Versioned: what the legacy side contributes to the noise floors (parity.noise). Version 2: the
+        # legacy's float32 error against its float64 run (read from `legacy64/`) is part of every floor.
+        "noise_floors": {"schema_version": NOISE_FLOORS_VERSION, "variants": ["permuted_batch", "float64"], "legacy": run.legacy_floors},
+        "float64": float64,
     }
     return bundle
 
@@ -262,8 +320,8 @@ def _read_tokens(bundle: Bundle, prefix: str) -> TokenBatch:
                       torch.from_numpy(bundle.array(f"{prefix}/attention_mask").copy()))
 
 
-def _read_capture(bundle: Bundle, case: str, order: list[str]) -> Capture:
-    arrays = bundle.group(f"legacy/{case}")
+def _read_capture(bundle: Bundle, case: str, order: list[str], prefix: str = "legacy") -> Capture:
+    arrays = bundle.group(f"{prefix}/{case}")
     capture = Capture(order=list(order))
     for name, value in arrays.items():
         kind, _, key = name.partition("/")
@@ -283,8 +341,12 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
     try:
         orders, missing = results["capture_orders"], results["gradients_missing"]
         floors = results["noise_floors"]["legacy"]
+        floors_version = results["noise_floors"]["schema_version"]
     except (KeyError, TypeError) as error:
         raise BundleError(f"bundle {bundle.directory} lacks the result {error} in its manifest") from None
+    if floors_version != NOISE_FLOORS_VERSION:
+        raise BundleError(f"bundle {bundle.directory} holds noise floors of version {floors_version!r}; this qarac "
+                          f"reads version {NOISE_FLOORS_VERSION}: record the bundle again with this version")
     weights = bundle.group("weights")
     inputs = {case: {name: _read_tokens(bundle, f"inputs/{case}/{name}") for name in INPUT_NAMES} for case in CASES}
     targets: dict[str, Any] = {name: _read_tokens(bundle, f"targets/{name}") for name in ("encode_decode", "reasoning")}
@@ -306,7 +368,21 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
                      results["determinism"], gradients, results["fit_warning"], results["parameters"],
                      results["fit_missing"], legacy_backward,
                      (bundle.array("l2_probe/vectors"), bundle.array("l2_probe/legacy")), training,
-                     results.get("record_timings_s", {}))
+                     results.get("record_timings_s", {}), _read_float64(bundle, results.get("float64")))
+
+
+def _read_float64(bundle: Bundle, recorded: Mapping[str, Any] | None) -> LegacyFloat64 | None:
+    """The bundle's float64 run of the legacy, or None where it holds none."""
+    if not recorded:
+        return None
+    try:
+        orders, missing = recorded["capture_orders"], recorded["gradients_missing"]
+        substitutes = dict(recorded["substitutes"])
+    except (KeyError, TypeError) as error:
+        raise BundleError(f"bundle {bundle.directory} lacks the float64 result {error} in its manifest") from None
+    captures = {case: _read_capture(bundle, case, orders[case], "legacy64") for case in CAPTURES}
+    gradients = {**bundle.group("gradients64/tf/eager"), **{name: None for name in missing}}
+    return LegacyFloat64(captures, gradients, substitutes)
 
 
 def model_files(model_dir: Path, destination: Path) -> Path:
@@ -335,13 +411,14 @@ def read_reference(directory: Path) -> LegacyRun:
     check_bundle_model(bundle)
     run = from_bundle(bundle)
     run.meta["model_files"] = str(bundle.model_dir)
+    run.meta["bundle_digest"] = bundle.digest
     return run
 
 
 def check_bundle_model(bundle: Bundle) -> None:
-    """The bundle's weights directory must describe the architecture the bundle was recorded for."""
+    """The bundle's model/ directory must describe the architecture the bundle was recorded for."""
     if bundle.model_dir is None:
-        raise BundleError(f"bundle {bundle.directory} has no weights/ directory")
+        raise BundleError(f"bundle {bundle.directory} has no model/ directory")
     config_path = bundle.model_dir / "config.json"
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))

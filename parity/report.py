@@ -16,7 +16,8 @@ from rich.table import Table
 from parity.harness import ParityReport
 from qarac.checkpoint import atomic_write_text
 
-JSON_SCHEMA_VERSION = 1
+# 2: non-finite numbers written as strings ("nan", "inf", "-inf"); the float64 and bundle sections.
+JSON_SCHEMA_VERSION = 2
 
 
 def _fmt(value: Any) -> str:
@@ -136,10 +137,24 @@ def summary_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]
         ["outputs failing with no stage failing", _short(f"{case}: {name}" for case, entry in report.localisation.items()
                                                          for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
+        *_float64_rows(report),
+        *([["bundle digest", report.bundle["digest"]]] if report.bundle.get("digest") else []),
         *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
         *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
         *[[f"time: {stage}", f"{seconds:.1f} s"] for stage, seconds in report.timings_s.items()],
     ]
+
+
+def _float64_rows(report: ParityReport) -> list[list[str]]:
+    """The float64 exactness check in three lines (none without the legacy's float64 run)."""
+    if report.float64 is None:
+        return [["float64 exactness", "not run: the bundle holds no float64 run of the legacy"]]
+    f = report.float64
+    first = next((f"{case}: {stage}" for case, stage in f["first_failing_stage"].items() if stage), "none")
+    return [["float64 exactness: worst relative error", f"{_fmt(f['worst'])} (bound {_fmt(f['bound'])}, "
+             f"{len(f['values'])} values, {len(f['gradients'])} gradients)"],
+            ["float64 exactness: first stage over its bound", first],
+            ["float64 run: legacy parts substituted", _short(f["substitutes"], None)]]
 
 
 def _verdict(report: ParityReport) -> str:
@@ -168,6 +183,51 @@ def training_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
                      f"{step['abs_diff']['total']:.2g}", *[f"{step['abs_diff'][o]:.2g}" for o in training["objectives"]],
                      f"{step['legacy_graph_fit']['total']:.6f}", f"{step['pytorch_torch_default_nadam']['total']:.6f}"])
     return header, rows
+
+
+def keras3_rows(report: ParityReport) -> list[list[str]]:
+    """`--keras3`: one row per backend: versions, forward and gradient parity against the legacy."""
+    rows = []
+    for backend, entry in (report.keras3 or {}).get("backends", {}).items():
+        if entry.get("error"):
+            rows.append([backend, "-", "-", "-", "-", "-", f"did not run: {entry['error']}"])
+            continue
+        library = {"tensorflow": "tensorflow", "torch": "torch", "jax": "jax"}[backend]
+        versions = f"keras {entry['versions']['keras']}, keras-hub {entry['versions']['keras_hub']}, " \
+                   f"{library} {entry['versions'][library]}"
+        ratio = entry.get("worst_floor_ratio")
+        rows.append([backend, versions, "-" if ratio is None else f"{ratio:.2f}x",
+                     entry.get("forward_problem") or entry.get("first_failing_stage") or "none",
+                     _fmt(entry.get("worst_gradient_rel_err")),
+                     "yes" if entry["compiled"].get("jit_compile") else "no",
+                     _fmt(entry.get("forward_passed") and entry.get("gradient_parity_passed"))])
+    return rows
+
+
+KERAS3_HEADER = ["backend", "versions", "worst forward error / floor", "first stage over bound",
+                 "eager gradient: worst rel err", "fit jit_compile (auto)", "result"]
+
+
+def keras3_census_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]:
+    """`--keras3`: per census column, the parameters with no gradient (None) or an all-zero one, and why."""
+    rows = []
+    for mode, flow in report.gradients.items():
+        if not mode.startswith("keras3/"):
+            continue
+        causes = sorted({cause.split(":")[0] for cause in flow.get("causes", {}).values()})
+        rows.append([mode, _short(flow["missing"], limit), _short(flow["zero"], limit), "; ".join(causes) or "-"])
+    return rows
+
+
+KERAS3_CENSUS_HEADER = ["column", "no gradient (None)", "all-zero gradient", "cause"]
+
+
+def keras3_seed_rows(report: ParityReport) -> tuple[list[str], list[list[str]]]:
+    """The seed's six variables (rows) in every Keras 3 column: gradient, missing or zero."""
+    table = (report.keras3 or {}).get("seed_six", {})
+    columns = list(table)
+    names = sorted({name for statuses in table.values() for name in statuses})
+    return ["parameter", *columns], [[name, *(table[c][name] for c in columns)] for name in names]
 
 
 # --- terminal ------------------------------------------------------------------------------------
@@ -200,6 +260,10 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     if report.training:
         header, rows = training_rows(report)
         console.print(_table("Training parity (legacy fit vs PyTorch legacy preset)", header, rows))
+    if report.keras3:
+        console.print(_table("Keras 3 (QARAC's original design) vs the legacy, padded batch", KERAS3_HEADER,
+                             keras3_rows(report)))
+        console.print(_table("Keras 3 gradient census", KERAS3_CENSUS_HEADER, keras3_census_rows(report)))
     console.print(_table("Summary", SUMMARY_HEADER, summary_rows(report)))
     verdict = "[green]PASSED[/green]" if report.passed else "[red]FAILED[/red]"
     console.print(f"parity {verdict} in {report.timings_s.get('total', float('nan')):.1f} s")
@@ -207,8 +271,28 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
 
 # --- files ---------------------------------------------------------------------------------------
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float written as the string "nan", "inf" or "-inf": strict JSON
+    has no NaN/inf, and a port producing them must still get its report."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def report_json(report: ParityReport) -> str:
-    return json.dumps({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}, indent=2, allow_nan=True)
+    """The report as strict JSON (non-finite numbers as strings: `json_safe`)."""
+    return json.dumps(json_safe({"schema_version": JSON_SCHEMA_VERSION, **report.to_dict()}), indent=2,
+                      allow_nan=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return json_safe(value.item())
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 def write_json(report: ParityReport, path: Path) -> None:
@@ -235,6 +319,9 @@ TERMS = {
     "tf/fit": "one real Keras `fit` step (in a side process), the way the legacy trained; TensorFlow's "
               "\"Gradients do not exist\" warning is captured from it.",
     "pt/legacy, pt/default": "PyTorch gradients of the port in the legacy preset and in the default preset.",
+    "keras3/<backend>/<mode>": "(`--keras3`) QARAC's original design in Keras 3 on keras-hub's RoBERTa "
+                               "(`keras3_qarac/`), on the tensorflow, torch or jax backend: `eager` is the backend's "
+                               "own eager differentiation, `compiled` one real Keras `fit` step.",
     "the seed's six variables": "the variables TensorFlow's warning in the seed note names as getting no gradient: "
                                 "the pooler dense kernel and bias of both RoBERTa bases (dead parameters: QARAC "
                                 "never uses the pooler) and the local projection of both encoder heads (used, but "
@@ -264,7 +351,30 @@ def report_markdown(report: ParityReport) -> str:
     if report.training:
         header, rows = training_rows(report)
         parts += ["\n## Training parity\n", _markdown_table(header, rows)]
+    if report.keras3:
+        parts += keras3_markdown(report)
     return "\n".join(parts) + "\n"
+
+
+def keras3_markdown(report: ParityReport) -> list[str]:
+    """`--keras3`: the backends against the legacy, the census columns, the seed's six, each backend's stages."""
+    header, rows = keras3_seed_rows(report)
+    parts = ["\n## Keras 3: QARAC's original design on three backends\n",
+             "Each backend ran in its own process (`keras3_qarac.runner`) with the legacy's weights, on the padded "
+             "batch; forward values are judged as the port's, against the same noise floors.\n",
+             _markdown_table(KERAS3_HEADER, keras3_rows(report)),
+             "\n### Which parameters get no gradient\n", _markdown_table(KERAS3_CENSUS_HEADER,
+                                                                        keras3_census_rows(report, limit=None)),
+             *[f"\n{backend}: {note}." for backend, note in report.keras3.get("notes", {}).items()],
+             "\n### The seed's six variables\n", _markdown_table(header, rows)]
+    for backend, entry in report.keras3["backends"].items():
+        if entry.get("stages"):
+            stage_rows = [[c["name"], _fmt(c["max_abs_err"]), _fmt(c["noise_floor"]),
+                           "-" if c["floor_ratio"] is None else f"{c['floor_ratio']:.2f}x", _fmt(c["passed"])]
+                          for c in entry["forward"] + entry["stages"]]
+            parts += [f"\n### keras3/{backend}: outputs and stages\n",
+                      _markdown_table(["value", "max abs err", "noise floor", "error / floor", "result"], stage_rows)]
+    return parts
 
 
 def write_markdown(report: ParityReport, path: Path) -> None:

@@ -7,8 +7,11 @@
         assert_matches_reference(model, "reference/tiny")
 
 The bundle's weights are loaded into `model` (strictly: same parameter names and
-shapes as `qarac.QaracTrainerModel`), then its outputs on every recorded batch and
-its gradients of the total loss are compared with the legacy's.
+shapes as `qarac.QaracTrainerModel`), then `model` is judged by the same code as
+`qarac-parity check` (`parity.harness.check` with `model` as the port): every
+output and stage of every recorded batch, the sharpened weight set included,
+against its noise floor; the float64 exactness check where the bundle holds the
+legacy's float64 run; and the gradients of the total loss.
 """
 
 from __future__ import annotations
@@ -16,65 +19,57 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from parity.compare import Comparison, ParityFailure, _structural_failure, compare_arrays
-from parity.gradient_parity import compare_gradients
-from parity.gradients import torch_gradients
+from parity.compare import Comparison, ParityFailure, _structural_failure
 from parity.record import read_reference
 
-# The cases whose outputs are compared (the all-padding row is compared by `check` only).
-OUTPUT_CASES = ("padded", "unpadded", "max_length")
-# Default forward tolerance, relative to each output's largest legacy magnitude (at least 1):
-# on the tiny model the question-answering difference reaches |20| on the max-length batch,
-# where two float32 libraries differ by 1.1e-5 (5e-7 relative; transformers 5.24 + torch 2.13
-# against the recording on 4.57 + TF 2.21).
-RELATIVE_TOLERANCE = 1e-5
-TOKEN_OUTPUTS = {"encode_decode": "offset_text", "reasoning": "conclusion_offset"}
+# The checks of `check` that judge the model itself (the others describe the legacy or the bundle).
+FORWARD_CHECKS = ("forward", "layers", "localised", "all_padding_row", "float64_exactness", "port_in_legacy_preset")
+GRADIENT_CHECKS = ("gradient_parity", "gradient_missing_sets_agree", "backward_stages")
 
 
 def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, tolerance: float | None = None,
-                             gradients: bool = True) -> list[Any]:
-    """Raise `ParityFailure` naming every output or gradient of `model` that differs from the bundle's legacy.
+                             gradients: bool = True) -> Any:
+    """Raise `ParityFailure` naming every output, stage or gradient of `model` that differs from the bundle's legacy.
 
     Args:
-        model: a trainer in the legacy preset with `QaracTrainerModel`'s parameter names; its
-            weights are replaced by the bundle's.
+        model: a trainer in the legacy preset with `QaracTrainerModel`'s parameter names (and its
+            constructor: `type(model)(model.config)` builds the float64 twin); its weights are
+            replaced by the bundle's.
         bundle: a reference bundle directory (`qarac-parity record`).
-        tolerance: absolute forward tolerance; default `RELATIVE_TOLERANCE` times each output's
-            largest legacy magnitude (at least 1).
-        gradients: also compare the gradients of the total loss with the legacy's eager ones.
+        tolerance: a fixed absolute forward tolerance instead of the noise-floor verdict (as `check --tolerance`).
+        gradients: also judge the gradients (gradient parity, missing sets, backward stages).
 
-    Returns: every comparison made (forward `Comparison`s, then gradient comparisons).
+    Returns: the `ParityReport` of the check.
 
     Raises:
         BundleError: the bundle is unreadable, edited or incomplete.
         RuntimeError: the bundle's weights do not fit `model`.
-        ParityFailure: some output or gradient is over tolerance.
+        ParityFailure: some output, stage or gradient is over its bound.
     """
-    run = read_reference(Path(bundle))
-    state = {name: torch.from_numpy(np.array(value)) for name, value in run.weights.items()}
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    comparisons: list[Any] = []
-    with torch.no_grad():
-        for case in OUTPUT_CASES:
-            outputs = model(run.inputs[case]).as_dict()
-            for name, legacy in run.captures[case].outputs.items():
-                token = TOKEN_OUTPUTS.get(name)
-                mask = run.inputs[case][token].attention_mask.numpy() if token else None
-                bound = tolerance if tolerance is not None else RELATIVE_TOLERANCE * max(1.0, float(np.abs(legacy).max()))
-                comparisons.append(compare_arrays(f"{case}.{name}", outputs[name].numpy(), legacy, bound, mask))
-    if gradients:
-        comparisons.extend(compare_gradients(torch_gradients(model, run.inputs["padded"], run.targets),
-                                             run.gradients["tf/eager"]))
-    failures = [c if isinstance(c, Comparison) else _gradient_failure(c) for c in comparisons if not c.passed]
-    if failures:
-        raise ParityFailure(failures)
-    return comparisons
+    from parity.harness import check
+
+    report = check(read_reference(Path(bundle)), tolerance=tolerance, port=model)
+    judged = FORWARD_CHECKS + (GRADIENT_CHECKS if gradients else ())
+    failed = [name for name in judged if not report.checks.get(name, True)]
+    if failed:
+        raise ParityFailure(failures(report, failed))
+    return report
 
 
-def _gradient_failure(comparison: Any) -> Comparison:
-    return _structural_failure(f"gradient of {comparison.name}", f"relative error {comparison.max_rel_err:.3g} "
-                               f"over tolerance {comparison.tolerance:.3g}", comparison.tolerance)
+def failures(report: Any, failed: list[str]) -> list[Comparison]:
+    """The failing comparisons behind the failed checks, each named."""
+    found = [Comparison(**c) for c in [*report.forward, *report.layers] if not c["passed"]]
+    float64 = report.float64 or {}
+    found += [_structural_failure(f"float64 {v['name']}", v["problem"] or f"relative error {v['rel_err']:.3g} over "
+                                  f"{float64['bound']:.1g}", float64["bound"])
+              for v in [*float64.get("values", []), *float64.get("gradients", [])] if not v["passed"]]
+    found += [_structural_failure(f"gradient of {c['name']}", c.get("problem") or f"relative error "
+                                  f"{c['max_rel_err']:.3g} over tolerance {c['tolerance']:.3g}", c["tolerance"])
+              for c in report.gradient_parity if not c["passed"]]
+    if report.first_introducing_stage:
+        found.insert(0, _structural_failure(report.first_introducing_stage, "the first stage introducing an error", 0.0))
+    if not found:
+        found = [_structural_failure(name, "check failed", 0.0) for name in failed]
+    return found

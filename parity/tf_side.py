@@ -139,3 +139,72 @@ def legacy_padded_pass(model: Any, inputs: Mapping[str, Any], targets: Mapping[s
     capture.tensors_in.clear()
     capture.tensors_out.clear()
     return capture, gradients, backward
+
+
+# --- the legacy in float64 ---------------------------------------------------------------------
+
+FLOAT64_GELU_CONSTANT = 0.7071067811865476  # 1/sqrt(2) in float64
+# The two parts of the legacy that do not run in float64 when built with floatx float64. Both cast a
+# Python float with `tf.cast(value, dtype)`, which converts it to a float32 tensor first, so the
+# constant is rounded to float32 (measured: 1.2e-8 relative) whatever the dtype:
+# - GELU: `tf.nn.gelu` (transformers' TF "gelu" is tf_keras' gelu, which calls it) multiplies by
+#   `cast(0.7071067811865476)`: 5e-9 absolute on GELU's output, 2e-9 relative on the logits;
+# - attention: `TFRobertaSelfAttention` divides the scores by `cast(sqrt(head size))`, inexact in
+#   float32 unless the head size is a perfect square (8 on the tiny model: 1e-8 relative on the
+#   sharpened weights' layer outputs; 64 on roberta-base: exact).
+# In the float64 run each is replaced by the same formula with the float64 constant (`float64_gelu`;
+# the layer's `sqrt_att_head_size` held as a numpy float64, which converts without rounding), and the
+# bundle declares the substitutes.
+FLOAT64_SUBSTITUTES = {
+    "gelu": "tf.nn.gelu rounds its constant 1/sqrt(2) to float32 whatever the dtype; the float64 run uses "
+            "0.5 * x * erfc(-x * 0.7071067811865476) with the constant in float64",
+    "attention scale": "TFRobertaSelfAttention casts sqrt(head size), a Python float, through float32; the "
+                       "float64 run holds it as a numpy float64 (the same value, not rounded)",
+}
+
+
+def float64_gelu(x: Any) -> Any:
+    """Exact GELU, every constant in `x`'s dtype: 0.5 x erfc(-x / sqrt(2))."""
+    x = tf.convert_to_tensor(x)
+    return 0.5 * x * tf.math.erfc(-x * tf.constant(FLOAT64_GELU_CONSTANT, dtype=x.dtype))
+
+
+@contextlib.contextmanager
+def float64_build() -> Iterator[None]:
+    """Keras layers built inside the block hold float64 variables and compute in float64; transformers'
+    TF layers built inside take `float64_gelu` for "gelu" (see `FLOAT64_SUBSTITUTES`)."""
+    import tf_keras
+    from transformers import activations_tf
+
+    floatx, gelu = tf_keras.backend.floatx(), activations_tf.ACT2FN["gelu"]
+    tf_keras.backend.set_floatx("float64")
+    activations_tf.ACT2FN["gelu"] = float64_gelu
+    try:
+        yield
+    finally:
+        tf_keras.backend.set_floatx(floatx)
+        activations_tf.ACT2FN["gelu"] = gelu
+
+
+def legacy_float64(model_dir: Any, seed: int, pt_legacy: Any, weight_map: Any) -> Any:
+    """The legacy trainer built in float64 holding exactly the weights of `pt_legacy` (float32 values).
+
+    Built after every float32 use of the legacy: building clears Keras' session (variable names as in
+    the seed's warning, so `weight_map` applies to it as to the float32 trainer).
+    """
+    from legacy_keras.build import build_trainer
+    from parity import bridge
+
+    from transformers.models.roberta.modeling_tf_roberta import TFRobertaSelfAttention
+
+    with float64_build():
+        model = build_trainer(model_dir, seed=seed, compile=False)
+    attention = [layer for layer in model.submodules if isinstance(layer, TFRobertaSelfAttention)]
+    if not attention:
+        raise RuntimeError("found no TFRobertaSelfAttention layer in the float64 legacy trainer")
+    for layer in attention:
+        layer.sqrt_att_head_size = np.float64(layer.sqrt_att_head_size)
+    if any(variable.dtype != tf.float64 for variable in model.trainable_variables):
+        raise RuntimeError("the float64 legacy trainer holds variables of another dtype")
+    bridge.copy_pt_to_tf(pt_legacy, model, weight_map)  # float32 values, exactly representable in float64
+    return model

@@ -1,7 +1,7 @@
 """Training parity: K optimizer steps of the legacy `fit` against the port's
 legacy preset, from the same weights on the same batches.
 
-The batches are the original's (SPEC.md 1.5): the first K rectangular batches
+The batches are the original's (docs/legacy.md §1.5): the first K rectangular batches
 of epoch 0 of its input pipeline on the sample corpora, built twice, the legacy
 side by `legacy_keras.pipeline` and the port side by `qarac.data`'s legacy data
 preset, each with its own code; the report says which batches were used, which

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-# Inputs of QaracTrainerModel, in the order SPEC.md section 1.4 uses them.
+# Inputs of QaracTrainerModel, in the order docs/legacy.md §1.4 lists them.
 INPUT_NAMES = ("all_text", "offset_text", "question", "answer", "proposition0",
                "proposition1", "conclusion_offset", "statement0", "statement1")
 # Stored targets: token targets for the two decoding objectives, labels for consistency.

@@ -77,6 +77,15 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
                           "a flag given here overrides its setting where a run may change it")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the forward, loss and optimizer step (CUDA graphs on CUDA when "
+                             "--data-option padding=corpus_fit makes every batch one shape)")
+    parser.add_argument("--optimizer", choices=("single", "foreach", "compiled"), default=defaults.optimizer,
+                        help="Keras' Nadam step: torch's per-parameter loop, one multi-tensor step, or that "
+                             "step compiled (the default becomes compiled under --compile)")
+    parser.add_argument("--pad-vocab", type=int, metavar="N",
+                        help="compute the LM head's vocabulary product padded to a multiple of N (default: 64 "
+                             "on CUDA, none on CPU; weights and logits unchanged)")
     return parser
 
 

@@ -1,6 +1,6 @@
 """`QaracConfig`: the one configuration object of the PyTorch QARAC.
 
-Every legacy quirk of the Keras original (SPEC.md section 1) is a named boolean
+Every legacy quirk of the Keras original (docs/legacy.md section 1) is a named boolean
 option. `QaracConfig.legacy()` turns all of them on and reproduces the original
 number for number; the default has all of them fixed.
 """

@@ -8,7 +8,7 @@ Layouts (CSV with a header line, as the original's data files):
     consistency.csv         statement0, statement1, consistency (1, 0 or -1)
 
 One example combines one row of each corpus; the smaller corpora are cycled to
-the length of the largest, as the original repeated them (SPEC.md section 1.4).
+the length of the largest, as the original repeated them (docs/legacy.md §1.4).
 Decoder inputs are `<s>`-prefixed and their targets `</s>`-suffixed, so that
 `offset[1:] == target[:-1]`: teacher forcing shifted by one.
 """
@@ -455,7 +455,7 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool = True, see
                       generator=generator)
 
 
-# --- data options: the default pipeline and the legacy one (SPEC.md 1.5) ------------
+# --- data options: the default pipeline and the legacy one (docs/legacy.md §1.5) ----
 
 # Option name -> the value that reproduces the legacy's input pipeline
 # (`legacy_keras.pipeline`, the original's CorpusLoader / CombinedCorpus).
@@ -577,7 +577,7 @@ def data_config_for(preset: str, assignments: Sequence[str] = ()) -> DataConfig:
 
 
 def compose_all_text(corpora: Corpora) -> list[str]:
-    """all_text as the original's data preparation composed it from the other corpora (SPEC.md 1.4)."""
+    """all_text as the original's data preparation composed it from the other corpora (docs/legacy.md §1.4)."""
     answers = [answer for _, answer in corpora.question_answering]
     premises = [proposition0 for proposition0, _, _ in corpora.reasoning]
     conclusions = [conclusion for _, _, conclusion in corpora.reasoning]

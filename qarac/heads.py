@@ -1,7 +1,7 @@
 """The two QARAC heads: global attention pooling (encoder) and the decoder head.
 
 Mirrors `GlobalAttentionPoolingHead` and `QaracDecoderHead` of the legacy Keras
-code (`legacy_keras/`); SPEC.md sections 1.1 and 1.3 give the formulas.
+code (`legacy_keras/`); docs/legacy.md §1.1 and §1.3 give the formulas.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class QaracDecoderHead(nn.Module):
         """
         batch, length, _ = hidden_states.shape
         causal = self.config.causal_decoder_head
-        # Legacy: the head is never given the mask (SPEC 1.3), so padding is attended to.
+        # Legacy: the head is never given the mask (docs/legacy.md §1.3), so padding is attended to.
         mask = attention_mask if causal else None
         if mask is not None:
             mask = torch.cat([mask.new_ones(batch, 1), mask], dim=1)  # (B, T+1): the vector is always visible

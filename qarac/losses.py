@@ -1,4 +1,4 @@
-"""The combined QARAC loss: the plain sum of the four objectives (SPEC 1.4)."""
+"""The combined QARAC loss: the plain sum of the four objectives (docs/legacy.md §1.4)."""
 
 from __future__ import annotations
 
@@ -27,13 +27,19 @@ class LossBreakdown(TensorFields):
         return {name: float(value.detach()) for name, value in self.as_dict().items()}
 
 
+def at_least_float32(value: torch.Tensor) -> torch.Tensor:
+    """Half-precision values upcast to float32 for the loss's reductions; float32 and float64 kept
+    (a float64 run, e.g. the parity harness's float64 check, stays float64 end to end)."""
+    return value if value.dtype in (torch.float32, torch.float64) else value.float()
+
+
 def sequence_cross_entropy(logits: torch.Tensor, target: Tokens, ignore_padding: bool) -> torch.Tensor:
     """Mean token cross-entropy of logits (B, T, V) against target ids (B, T).
 
     Legacy (`ignore_padding=False`): Keras' `SparseCategoricalCrossentropy(from_logits=True)`
     averages over all B*T positions, padding targets included. Fixed: over real target tokens.
     """
-    per_token = F.cross_entropy(logits.flatten(0, 1).float(), target.input_ids.flatten(), reduction="none")
+    per_token = F.cross_entropy(at_least_float32(logits.flatten(0, 1)), target.input_ids.flatten(), reduction="none")
     if not ignore_padding:
         return per_token.mean()
     weights = target.attention_mask.flatten().to(per_token.dtype)
@@ -56,11 +62,11 @@ class QaracLoss(nn.Module):
         ignore = self.config.loss_ignores_padding
         encode_decode = sequence_cross_entropy(outputs.encode_decode, targets["encode_decode"], ignore)
         reasoning = sequence_cross_entropy(outputs.reasoning, targets["reasoning"], ignore)
-        question_answering = outputs.question_answering.float().pow(2).mean()
+        question_answering = at_least_float32(outputs.question_answering).pow(2).mean()
         labels = targets["consistency"].to(outputs.consistency.dtype)
         if labels.shape != outputs.consistency.shape:
             raise ValueError(f"consistency labels have shape {tuple(labels.shape)}, the outputs "
                              f"{tuple(outputs.consistency.shape)}")
-        consistency = (outputs.consistency - labels).float().pow(2).mean()
+        consistency = at_least_float32(outputs.consistency - labels).pow(2).mean()
         total = encode_decode + question_answering + reasoning + consistency
         return LossBreakdown(encode_decode, question_answering, reasoning, consistency, total)

@@ -58,8 +58,10 @@ from qarac.checkpoint import (CheckpointError, atomic_write, atomic_write_text, 
 from qarac.config import QaracConfig
 from qarac.data import (DEFAULT_DATA_DIR, CorpusBatches, DataConfig, QaracDataset, data_config_for,
                         make_dataloader)
-from qarac.losses import QaracLoss
+from qarac.losses import LossBreakdown, QaracLoss
+from qarac.optim import IMPLEMENTATIONS, KerasNadam
 from qarac.trainer import QaracTrainerModel
+from qarac.vocab_padding import pad_vocabulary_products, padding_multiple_for
 
 LATEST_NAME = "latest"
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -109,6 +111,9 @@ class TrainConfig:
     overwrite: bool = False  # replace a run already in output_dir (its checkpoints, history and plot)
     keep_checkpoints: int = 2  # newest checkpoints kept: an older one is the fallback if the newest is corrupt
     progress: bool = True  # tqdm progress bar (rank 0)
+    compile: bool = False  # torch.compile the forward + loss and the optimizer step
+    optimizer: str = "foreach"  # KerasNadam implementation (qarac.optim): "single", "foreach" or "compiled"
+    pad_vocab: int | None = None  # LM head product padded to this multiple; None: 64 on CUDA, none on CPU
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "decay_steps": self.decay_steps,
@@ -132,6 +137,10 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other: continue the run in the output "
                              "directory, or replace it")
+        if self.optimizer not in IMPLEMENTATIONS:
+            raise ValueError(f"optimizer must be one of {IMPLEMENTATIONS}, got {self.optimizer!r}")
+        if self.pad_vocab is not None and self.pad_vocab < 1:
+            raise ValueError(f"pad_vocab must be at least 1, got {self.pad_vocab}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         self.data_config()  # a bad preset or option fails here, before any work
@@ -145,16 +154,55 @@ class TrainConfig:
 
 # --- optimizer and schedule ------------------------------------------------------
 
-def make_optimizer(model: nn.Module, train_config: TrainConfig) -> torch.optim.NAdam:
-    """torch's NAdam set to compute Keras' (tf-keras 2.21) Nadam update.
+def make_optimizer(model: nn.Module, train_config: TrainConfig) -> KerasNadam:
+    """torch's NAdam set to compute Keras' (tf-keras 2.21) Nadam update, as one multi-tensor step.
 
     `momentum_decay=1.0`: torch's momentum schedule is beta1 (1 - 0.5 0.96^(t psi)),
     Keras' is beta1 (1 - 0.5 0.96^t). `eps` is added to sqrt(v_hat) by both;
     Keras' default is 1e-7. Both count steps from t = 1. See docs/optimizer.md.
     """
-    return torch.optim.NAdam(model.parameters(), lr=train_config.learning_rate,
-                             betas=(train_config.beta1, train_config.beta2), eps=train_config.epsilon,
-                             weight_decay=0.0, momentum_decay=1.0, foreach=False)
+    return KerasNadam(model.parameters(), lr=train_config.learning_rate,
+                      betas=(train_config.beta1, train_config.beta2), eps=train_config.epsilon,
+                      implementation=optimizer_implementation(train_config))
+
+
+def optimizer_implementation(train_config: TrainConfig) -> str:
+    """`train_config.optimizer`, with the default multi-tensor step compiled under `compile`."""
+    if train_config.compile and train_config.optimizer == "foreach":
+        return "compiled"
+    return train_config.optimizer
+
+
+def compile_mode(train_config: TrainConfig, runtime: "Runtime") -> str | None:
+    """torch.compile's mode for the forward + loss: CUDA graphs ("reduce-overhead") on one CUDA
+    device when every batch has one shape (`padding=corpus_fit` pads each field to its corpus
+    length), else the default (shapes vary from batch to batch; graphs would be recorded per shape)."""
+    fixed_shapes = train_config.data_config().padding == "corpus_fit"
+    if runtime.device.type == "cuda" and fixed_shapes and not runtime.distributed:
+        return "reduce-overhead"
+    return None
+
+
+def make_loss_step(model: nn.Module, loss_fn: QaracLoss, train_config: TrainConfig, runtime: "Runtime"):
+    """(inputs, targets) -> LossBreakdown: the forward and the loss, compiled under `compile`."""
+    def forward_and_loss(inputs, targets) -> dict[str, torch.Tensor]:
+        return loss_fn(model(inputs), targets).as_dict()
+
+    if not train_config.compile:
+        return lambda inputs, targets: LossBreakdown(**forward_and_loss(inputs, targets))
+    mode = compile_mode(train_config, runtime)
+    if train_config.data_config().padding != "corpus_fit" and runtime.is_main:
+        # Measured at mid size on CPU: 10.7 s a step against 0.6-0.9 s eager (bench/README.md section 10).
+        logger.warning("--compile with per-batch padding: every new combination of field lengths is compiled "
+                       "again; --data-option padding=corpus_fit gives every batch one shape")
+    compiled = torch.compile(forward_and_loss, mode=mode)
+
+    def step(inputs, targets) -> LossBreakdown:
+        if mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are done with
+        return LossBreakdown(**compiled(inputs, targets))
+
+    return step
 
 
 def exponential_decay(step: int, decay_steps: int, decay_rate: float, staircase: bool = False) -> float:
@@ -550,7 +598,8 @@ class RunLock:
 # Settings a resumed run may change: where it stops, how often it saves, where and how fast it
 # runs. Any other change would make the resumed run differ from the run it continues.
 RESUMABLE_SETTINGS = frozenset({"output_dir", "epochs", "max_steps", "checkpoint_every", "keep_checkpoints",
-                                "device", "bf16", "num_workers", "resume", "overwrite", "progress"})
+                                "device", "bf16", "num_workers", "resume", "overwrite", "progress",
+                                "compile", "optimizer", "pad_vocab"})
 # Settings that name paths: equal when they resolve to the same place.
 PATH_SETTINGS = frozenset({"model_dir", "tokenizer_dir", "data_dir"})
 
@@ -960,7 +1009,9 @@ def _train(train_config: TrainConfig, runtime: Runtime) -> TrainResult:
     elif runtime.is_main:
         remove_stale(output_dir)
     model.to(runtime.device).train()
+    pad_vocabulary_products(model, padding_multiple_for(runtime.device.type, train_config.pad_vocab))
     ddp_model = wrap_distributed(model, runtime)
+    loss_step = make_loss_step(ddp_model, loss_fn, train_config, runtime)
     per_epoch = steps_per_epoch(dataset, train_config, runtime)
     total = train_config.max_steps or train_config.epochs * per_epoch
     autocast = torch.autocast("cuda", dtype=torch.bfloat16,
@@ -988,7 +1039,7 @@ def _train(train_config: TrainConfig, runtime: Runtime) -> TrainResult:
             batch = batch.to(runtime.device, non_blocking=True)
             lr = scheduler.get_last_lr()[0]
             with autocast:
-                losses = loss_fn(ddp_model(batch.inputs), batch.targets)
+                losses = loss_step(batch.inputs, batch.targets)
             losses.total.backward()
             optimizer.step()
             scheduler.step()

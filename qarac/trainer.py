@@ -1,5 +1,5 @@
 """`QaracTrainerModel`: the two encoders and the decoder wired into the four
-training objectives of SPEC.md section 1.4."""
+training objectives of docs/legacy.md §1.4."""
 
 from __future__ import annotations
 

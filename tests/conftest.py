@@ -45,3 +45,4 @@ def corpora():
     from qarac.data import DEFAULT_DATA_DIR, Corpora
 
     return Corpora.from_directory(DEFAULT_DATA_DIR)
+

@@ -10,6 +10,7 @@ import pytest
 import safetensors.numpy
 
 from parity.bundle import (ARRAYS_NAME, MANIFEST_NAME, SCHEMA_VERSION, Bundle, BundleError, check_same_model,
+                           manifest_digest,
                            read_bundle, sha256_of, vocabulary_sha256, write_bundle)
 
 VOCABULARY = {"<s>": 0, "<pad>": 1, "</s>": 2, "a": 3}
@@ -35,9 +36,12 @@ def written(tmp_path):
 
 
 def rewrite_manifest(directory, change) -> None:
+    """Edit the manifest and seal the edit with a fresh digest (as a deliberate editor would), so the
+    checks after the digest's are what is tested."""
     path = directory / MANIFEST_NAME
     manifest = json.loads(path.read_text())
     change(manifest)
+    manifest["digest"] = manifest_digest(manifest)
     path.write_text(json.dumps(manifest))
 
 
@@ -177,3 +181,19 @@ def test_identical_arrays_are_stored_once(tmp_path):
     assert np.array_equal(loaded.arrays["legacy/padded/stage_out/LM head"], logits)
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
     assert manifest["arrays"]["legacy/padded/stage_out/LM head"]["same_as"] == "legacy/padded/output/encode_decode"
+
+
+def test_an_edited_result_changes_the_digest_and_is_refused(tmp_path):
+    """Every number the verdict reads is under the digest: a result edited in manifest.json (the
+    files' hashes untouched) is refused, naming the manifest."""
+    directory = written(tmp_path)
+    digest = read_bundle(directory).digest
+    assert len(digest) == 64
+    path = directory / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["results"]["edited"] = 1.0
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="manifest.json was changed after recording"):
+        read_bundle(directory)
+    rewrite_manifest(directory, lambda m: None)  # sealed again: readable, under another digest
+    assert read_bundle(directory).digest != digest

@@ -1,4 +1,4 @@
-"""Pooling head against a numpy computation of SPEC 1.1; decoder head structure."""
+"""Pooling head against a numpy computation of docs/legacy.md §1.1; decoder head structure."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ from qarac.heads import GlobalAttentionPoolingHead, QaracDecoderHead, additive_a
 
 
 def numpy_pooling(x, global_w, local_w, mask, masks_padding):
-    """SPEC 1.1 written out in float64 numpy, independent of the module."""
+    """docs/legacy.md §1.1 written out in float64 numpy, independent of the module."""
     m = np.ones(x.shape[:2]) if mask is None else mask.astype(np.float64)
     summed = (x * m[..., None]).sum(1) if masks_padding else x.sum(1)
     g = summed @ global_w

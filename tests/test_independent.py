@@ -1,6 +1,6 @@
 """The decoder head and the trainer's gradients against independent computations.
 
-The decoder head is written out in float64 numpy from SPEC 1.3 (RoBERTa layer:
+The decoder head is written out in float64 numpy from docs/legacy.md §1.3 (RoBERTa layer:
 multi-head self-attention, residual + layer norm, exact GELU feed-forward,
 residual + layer norm; LM head: dense, GELU, layer norm, tied output matrix);
 the trainer's gradients are checked against float64 central finite
@@ -60,7 +60,7 @@ def numpy_roberta_layer(x, w, heads, eps, allowed):
 
 
 def numpy_decoder_head(head, embeddings, vector, states, mask, causal, eps, heads):
-    """SPEC 1.3: prepend the vector, layer_0, drop position 0, layer_1, LM head tied to `embeddings`."""
+    """docs/legacy.md §1.3: prepend the vector, layer_0, drop position 0, layer_1, LM head tied to `embeddings`."""
     batch, length, _ = states.shape
 
     def allowed(n, key_mask):
@@ -132,7 +132,7 @@ PROBES = [
 
 
 def reference_loss(outputs, targets, ignore_padding: bool) -> float:
-    """SPEC 1.4's total loss in float64, written out apart from QaracLoss (which casts to float32)."""
+    """docs/legacy.md §1.4's total loss in float64, written out apart from QaracLoss (which casts to float32)."""
     def cross_entropy(logits, tokens):
         log_p = torch.log_softmax(logits.double(), dim=-1)
         picked = -log_p.gather(-1, tokens.input_ids[..., None])[..., 0]  # (B, T)
@@ -200,7 +200,7 @@ def test_trainer_lm_head_is_tied_to_the_decoder_embeddings_only():
 
 def test_embeddings_match_numpy_with_roberta_positions():
     """word + position + token-type embedding, layer-normed; RoBERTa numbers real tokens from
-    pad_token_id + 1 and gives padding the pad_token_id position (SPEC 1.5, HF's convention)."""
+    pad_token_id + 1 and gives padding the pad_token_id position (HF's convention)."""
     config = tiny_config()
     torch.manual_seed(2)
     model = QaracTrainerModel(config).eval()

@@ -169,7 +169,8 @@ def test_compare_arrays_reports_worst_element_and_padding_apart():
 def test_compare_arrays_structural_failures():
     assert "shape differs" in compare_arrays("x", np.zeros(3), np.zeros(4)).problem
     nan = np.array([1.0, np.nan])
-    assert "NaN/inf" in compare_arrays("x", nan, np.array([1.0, 2.0])).problem
+    assert "non-finite values differ at 1 positions, first at (1,): pytorch nan" in \
+        compare_arrays("x", nan, np.array([1.0, 2.0])).problem
     assert compare_arrays("x", nan, nan).passed  # NaN in the same place on both sides is not an error
 
 
@@ -248,6 +249,7 @@ def test_qarac_parity_command_end_to_end(tmp_path, tiny_model_dir):
     assert (tmp_path / "g_stages.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # introduced vs accumulated
     assert report["verdict"]["mode"] == "noise floor" and report["first_introducing_stage"] is None
     assert report["checks"]["localised"] and report["checks"]["deviations_declared"]
+    assert report["checks"]["float64_exactness"] and report["checks"]["gradient_missing_sets_agree"]
     assert all(entry["floor_ratio"] <= report["verdict"]["bound_in_floors"] for entry in report["forward"])
     assert {"padded", "sharp"} <= set(report["stage_errors"]) and "sharp" in report["noise_floors"]
     assert "## Gradient flow" in paths["markdown"].read_text()
@@ -309,7 +311,7 @@ def test_training_parity_with_legacy_fit(tiny_model_dir):
     from parity.training import TRAINING_TOLERANCE, training_parity
 
     result = training_parity(tiny_model_dir, steps=5, batch_size=3)
-    # On the original's batches (SPEC 1.5), built by each side's own pipeline code, identical.
+    # On the original's batches (docs/legacy.md §1.5), built by each side's own pipeline code, identical.
     assert result.data == "legacy_pipeline" and result.batches_identical
     assert len(result.batch_indices) == 5 and not set(result.batch_indices) & set(result.ragged_batches_skipped)
     assert result.passed and result.max_abs_diff <= TRAINING_TOLERANCE

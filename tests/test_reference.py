@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from parity.bundle import ARRAYS_NAME, MANIFEST_NAME, BundleError, sha256_of
+from parity.bundle import ARRAYS_NAME, MANIFEST_NAME, SCHEMA_VERSION, BundleError, sha256_of
 from parity.cli import main
 from parity.compare import ParityFailure
 from parity.record import read_reference
@@ -36,16 +36,18 @@ def bundle_copy(tmp_path) -> Path:
 
 def test_check_passes_on_the_shipped_bundle_without_tensorflow(tmp_path):
     report = tmp_path / "report.json"
+    digest = json.loads((SHIPPED / MANIFEST_NAME).read_text())["digest"]
     code = ("import sys\n"
             "from parity.cli import main\n"
-            f"code = main(['check', {str(SHIPPED)!r}, '--quiet', '--json', {str(report)!r}])\n"
+            f"code = main(['check', {str(SHIPPED)!r}, '--quiet', '--json', {str(report)!r}, '--expect-digest', {digest!r}])\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('tensorflow', 'tf_keras', 'keras')))\n"
             "assert not bad, bad\n"
             "sys.exit(code)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "PASSED" in result.stdout
-    parsed = json.loads(report.read_text())
+    assert "PASSED" in result.stdout and f"digest {digest}" in result.stdout
+    parsed = json.loads(report.read_text(), parse_constant=lambda constant: pytest.fail(f"non-JSON {constant}"))
+    assert parsed["float64"]["passed"] and parsed["checks"]["float64_exactness"]
     assert parsed["passed"] and all(parsed["checks"].values())
     assert parsed["gradients"]["tf/fit"]["warning_names"]  # the seed's six, as recorded
     assert parsed["training"]["passed"] and parsed["training"]["batches_identical"]
@@ -57,8 +59,8 @@ def test_a_wrong_weight_in_the_port_fails_naming_its_stage(run, monkeypatch):
 
     build = harness.build_port
 
-    def with_planted_bug(recorded, device="cpu"):
-        pt_legacy, pt_default = build(recorded, device)
+    def with_planted_bug(recorded, device="cpu", port=None):
+        pt_legacy, pt_default = build(recorded, device, port)
         with torch.no_grad():
             pt_legacy.decoder.decoder.encoder.layer[1].attention.self.query.weight[3, 5] += 0.05
         return pt_legacy, pt_default
@@ -77,8 +79,12 @@ def _fails(argv, capsys) -> str:
 
 
 def _edit_manifest(bundle: Path, change) -> None:
+    """Edit and re-seal the manifest's digest, so the checks after the digest's are what is tested."""
+    from parity.bundle import manifest_digest
+
     manifest = json.loads((bundle / MANIFEST_NAME).read_text())
     change(manifest)
+    manifest["digest"] = manifest_digest(manifest)
     (bundle / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -92,7 +98,7 @@ def test_bad_bundles_exit_2_in_one_line_and_keep_the_earlier_report(bundle_copy,
     argv = ["check", str(bundle_copy), "--json", str(report)]
     _edit_manifest(bundle_copy, lambda m: m.update(schema_version=99))
     assert "schema version 99" in _fails(argv, capsys)
-    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=1))
+    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=SCHEMA_VERSION))
     (bundle_copy / "model" / "config.json").write_text("{}")
     assert "model/config.json was changed after recording" in _fails(argv, capsys)
     shutil.copy(SHIPPED / "model" / "config.json", bundle_copy / "model" / "config.json")
@@ -130,6 +136,12 @@ def test_a_bundle_of_another_model_or_vocabulary_is_refused(tmp_path, capsys):
     assert "another vocabulary" in _fails(["check", str(SHIPPED), "--model", str(same)], capsys)
 
 
+def test_expect_digest_pins_the_bundle(capsys):
+    other = "0" * 64
+    assert f"has digest" in _fails(["check", str(SHIPPED), "--expect-digest", other], capsys)
+    assert "64 hex digits" in _fails(["check", str(SHIPPED), "--expect-digest", "abc"], capsys)
+
+
 def test_check_flags_are_validated_first(capsys):
     assert "--tolerance must be a finite number > 0" in _fails(["check", str(SHIPPED), "--tolerance", "nan"], capsys)
     assert "no CUDA device" in _fails(["check", str(SHIPPED), "--device", "cuda"], capsys) or torch.cuda.is_available()
@@ -137,10 +149,12 @@ def test_check_flags_are_validated_first(capsys):
 
 def test_users_own_copy_of_the_port_against_the_bundle(run):
     config = QaracConfig(base=run.meta["model_config"])
-    comparisons = assert_matches_reference(QaracTrainerModel(config.legacy()), SHIPPED)
-    assert len(comparisons) > 100  # 3 cases x 4 outputs, then one gradient comparison per parameter
-    with pytest.raises(ParityFailure, match="encode_decode"):
+    report = assert_matches_reference(QaracTrainerModel(config.legacy()), SHIPPED)
+    assert report.passed and report.float64["passed"] and len(report.forward) == 24  # 4 cases x 6 outputs
+    # judged by check itself: floors, stages, the sharpened case, the float64 run
+    with pytest.raises(ParityFailure, match="decoder head: layer_0 .offset_text.") as failure:
         assert_matches_reference(QaracTrainerModel(config.legacy().replace(causal_decoder_head=True)), SHIPPED)
+    assert "encode_decode" in str(failure.value) and "float64" in str(failure.value)
 
 
 def test_the_bundle_holds_what_it_says(run):
@@ -151,7 +165,10 @@ def test_the_bundle_holds_what_it_says(run):
     assert np.array_equal(run.inputs["unpadded"]["question"].attention_mask.numpy(),
                           np.ones_like(run.inputs["unpadded"]["question"].attention_mask.numpy()))
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
-    assert size < 8 * 2**20, size  # a few MB in the repository
+    assert size < 12 * 2**20, size  # a few MB in the repository (the float64 run included)
+    assert run.float64 is not None and set(run.float64.captures) == set(run.captures)
+    assert set(run.float64.substitutes) == {"gelu", "attention scale"}  # declared: see parity.tf_side
+    assert sum(value is None for value in run.float64.gradients.values()) == 4  # the poolers only
 
 
 def test_bundle_errors_name_the_directory(tmp_path):

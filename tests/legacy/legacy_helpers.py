@@ -1,6 +1,6 @@
 """Constants shared by the legacy tests (a module of its own: see tests/model_helpers.py)."""
 
-# The seed's warning (shared/seed/qarac-porting-to-pytorch.md), verbatim and in its order.
+# The seed's warning (docs/legacy.md §3), verbatim and in its order.
 SEED_MISSING = [
     "tf_roberta_model/roberta/pooler/dense/kernel:0",
     "tf_roberta_model/roberta/pooler/dense/bias:0",

@@ -1,4 +1,4 @@
-"""Forward shapes and the SPEC's legacy quirks, on the embedded tiny RoBERTa."""
+"""Forward shapes and the legacy quirks of docs/legacy.md, on the embedded tiny RoBERTa."""
 
 import numpy as np
 import pytest

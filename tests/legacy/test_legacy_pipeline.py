@@ -1,4 +1,4 @@
-"""The original's input pipeline (legacy_keras.pipeline, SPEC.md 1.5), the port's legacy data
+"""The original's input pipeline (legacy_keras.pipeline, docs/legacy.md §1.5), the port's legacy data
 preset against it, the head's three vectorized_maps, and what `fit` does over an epoch."""
 
 import csv
@@ -112,7 +112,7 @@ def test_csv_written_by_pandas_with_index_and_float_labels(tmp_path, tokenizer):
 def test_ragged_batch_raises_as_the_original(tokenizer):
     corpus = _corpus(tokenizer)
     ragged = find_ragged_batches(_corpus(tokenizer))
-    assert ragged, "SPEC 1.5: texts within two tokens of the longest make ragged batches"
+    assert ragged, "docs/legacy.md §1.5: texts within two tokens of the longest make ragged batches"
     first = ragged[0]
     longest = first.longest_text
     assert first.padded_length == longest + 1 and max(first.row_lengths) in (longest + 2, longest + 3)
@@ -157,7 +157,7 @@ def test_port_legacy_preset_builds_identical_batches(tokenizer, seed):
 
 
 def test_pooling_head_uses_three_vectorized_maps(monkeypatch):
-    """SPEC 1.1: the local projection, the attention dot products and the weighted sum.
+    """docs/legacy.md §1.1: the local projection, the attention dot products and the weighted sum.
     The output is checked against numpy from the formula."""
     from legacy_keras import layers
 

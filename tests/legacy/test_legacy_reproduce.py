@@ -21,7 +21,7 @@ def test_reproduce_prints_the_seeds_six_variables(capsys):
     assert result["missing_gradients"] == SEED_MISSING
     assert result["tensorflow"] == tf.__version__
     assert set(result) == {"missing_gradients", "tensorflow", "keras", "transformers", "epoch"}
-    # Beside them, what fit did over an epoch of the original's pipeline (SPEC 1.5):
+    # Beside them, what fit did over an epoch of the original's pipeline (docs/legacy.md §1.5):
     # on the sample corpora, seed 0, the very first batch is already ragged.
     epoch = result["epoch"]
     assert epoch["stopped"] and epoch["batches_completed"] == epoch["first_ragged"]["batch"] == 0
