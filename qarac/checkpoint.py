@@ -155,8 +155,10 @@ def verify_files(directory: Path, files: Any) -> None:
         if Path(name).name != name or not path.is_file():
             raise CheckpointError(f"{directory} lacks {name}, which its {CONFIG_NAME} lists")
         if sha256_of(path) != expected:
+            cause = "the file is corrupt or was edited" if name == WEIGHTS_NAME else \
+                "a checkpoint loads only with the tokenizer files it was saved with"
             raise CheckpointError(f"{path} was changed after saving (sha256 differs from the one in {CONFIG_NAME}): "
-                                  "the file is corrupt or was edited")
+                                  f"{cause}")
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:

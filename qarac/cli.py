@@ -130,7 +130,11 @@ def build_parser(suppressed: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     train_parser = _add_train(subparsers)
-    train_parser.set_defaults(**{name: argparse.SUPPRESS for name in suppressed})
+    # On the actions, not through set_defaults: a parser default of SUPPRESS is put into the
+    # namespace as the string "==SUPPRESS==" (and run through `type`).
+    for action in train_parser._actions:
+        if action.dest in suppressed:
+            action.default = argparse.SUPPRESS
     _add_encode(subparsers)
     _add_generate(subparsers)
     return parser

@@ -546,53 +546,95 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 # --- the output directory ------------------------------------------------------------------
 
-# Held (flock) by the one process writing a run directory; never deleted, so that every taker
-# locks the same file. It names its holder for the message a second writer gets.
+# Held (flock) by the one process writing a run directory, and removed by it when it ends. A
+# holder killed outright leaves the file, unlocked: the next taker locks it again (stale-lock
+# recovery). Its text names the holder for the message a second writer gets.
 LOCK_NAME = ".train.lock"
 
 
 class RunLock:
     """One writer per training output directory: an exclusive `flock` on `output_dir/.train.lock`.
 
-    The kernel releases the lock when its holder exits, however it exits (kill -9 included),
-    so a lock left by a dead process is simply taken again; the file's text (pid, host, start
-    time) only names the holder for the refusal.
+    The kernel releases the lock when its holder exits, however it exits (kill -9 included), so a
+    lock file left by a dead process is simply taken again; its text (pid, host, start time) only
+    names the holder in the refusal. The holder removes the file while still holding it, so a
+    taker that locked the file just as it was removed finds its path gone (or another inode
+    there) and tries again: two takers never hold two different files. Directories the lock
+    created are removed again when the run leaves them empty (a run refused before its first save).
 
     Raises (on entering):
-        ValueError: another process holds the lock; the message names it.
+        ValueError: another process holds the lock (the message names it), or the directory or
+            the lock file cannot be created (the message gives the system's reason).
     """
 
     def __init__(self, output_dir: str | os.PathLike):
         self.path = Path(output_dir) / LOCK_NAME
         self._handle = None
+        self._created: list[Path] = []
 
     def __enter__(self) -> "RunLock":
-        import fcntl
         import socket
         import time
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "a process that has not written its name yet"
-            handle.close()
-            raise ValueError(f"--output {self.path.parent} is in use by another training run ({holder}); "
-                             "wait for it to end, or train into another directory") from None
-        handle.seek(0)
-        handle.truncate()
+        self._make_directory()
+        handle = self._take()
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
         handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
         handle.flush()
         self._handle = handle
         return self
 
+    def _make_directory(self) -> None:
+        directory = self.path.parent.absolute()
+        missing = [directory, *directory.parents]
+        missing = [path for path in missing if not path.exists()]
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--output {self.path.parent}: cannot create it ({error.strerror or error})") from None
+        self._created = missing  # deepest first: the order to remove them in
+
+    def _take(self):
+        import fcntl
+
+        while True:
+            try:
+                handle = open(self.path, "a+", encoding="utf-8")
+            except OSError as error:
+                self._remove_created()
+                raise ValueError(f"--output {self.path.parent}: cannot create files in it "
+                                 f"({error.strerror or error})") from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that has not written its name yet"
+                handle.close()
+                raise ValueError(f"--output {self.path.parent} is in use by another training run ({holder}); "
+                                 "wait for it to end, or train into another directory") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                handle.seek(0)
+                handle.truncate()
+                return handle
+            handle.close()  # the holder removed this file as it ended: lock the one now there
+
+    def _remove_created(self) -> None:
+        for directory in self._created:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: the run wrote there, or someone else did
+                return
+
     def __exit__(self, *exc_info) -> None:
         if self._handle is not None:
+            self.path.unlink(missing_ok=True)  # while still held: see the class docstring
             self._handle.close()  # closing releases the flock
             self._handle = None
+            self._remove_created()
 
 
 # Settings a resumed run may change: where it stops, how often it saves, where and how fast it
@@ -679,7 +721,9 @@ def check_output_path(output_dir: Path) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output {output_dir} is a file; name a directory for the checkpoints")
     existing = next(parent for parent in (output_dir, *output_dir.absolute().parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir():
+        raise ValueError(f"--output {output_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):  # root passes this: RunLock's own writes are the real probe
         raise ValueError(f"--output {output_dir}: cannot write into {existing}")
 
 
@@ -693,11 +737,7 @@ def check_output_dir(train_config: TrainConfig) -> Path | None:
             that differ from the checkpoint's (each listed, old → new).
     """
     output_dir = Path(train_config.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output {output_dir} is a file; name a directory for the checkpoints")
-    existing = next(parent for parent in (output_dir, *output_dir.absolute().parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output_dir}: cannot write into {existing}")
+    check_output_path(output_dir)
     if train_config.resume:
         checkpoint = latest_checkpoint(output_dir)
         saved = _read_state_json(checkpoint).get("train_config", {})

@@ -269,3 +269,17 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path, capsys):
         {"batch_size": 4, "max_length": 32, "learning_rate": 1e-3, "progress": False}
     _fails_with(capsys, ["train", "--output", str(run), "--resume", "--max-steps", "3", "--batch-size", "16"],
                 "batch_size 4 → 16")
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_train_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch, where):
+    """Item 11: the output's writability is probed before the model is built, with the real cause
+    (run as root, permission bits pass /proc; a parent that is a regular file is no missing directory)."""
+    import qarac.train
+
+    monkeypatch.setattr(qarac.train, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    (tmp_path / "plain").write_text("x")
+    output, cause = {"proc": ("/proc/qarac-run", "--output /proc/qarac-run: cannot create it"),
+                     "under_a_file": (str(tmp_path / "plain" / "run"), f"{tmp_path / 'plain'} is a file")}[where]
+    _fails_with(capsys, ["train", "--output", output, "--max-steps", "1", "--no-progress"], cause)
+    assert (tmp_path / "plain").read_text() == "x"

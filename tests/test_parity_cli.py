@@ -268,17 +268,35 @@ MANIFEST_EDITS = {
     "training_steps_emptied": lambda m: m["results"]["training"].update(eager=[]),
     "shape_is_a_string": lambda m: m["arrays"][sorted(m["arrays"])[0]].update(shape="4x19"),
     "batch_size_is_a_string": lambda m: m.update(batch_size="4"),
+    "float64_capture_order_emptied": lambda m: m["results"]["float64"]["capture_orders"].update(padded=[]),
+    "float64_substitutes_a_list": lambda m: m["results"]["float64"].update(substitutes=["gelu"]),
 }
 
 
 @pytest.mark.parametrize("edit", sorted(MANIFEST_EDITS))
 def test_a_malformed_manifest_is_one_line_before_the_check(monkeypatch, bundle_copy, capsys, edit):
-    """Item 9: a string where a floor belongs, or emptied lists, gave a traceback and exit 1."""
+    """Item 9: a string where a floor belongs, or emptied lists, gave a traceback and exit 1.
+
+    The manifest's digest is made again after the edit, as a recorder with that bug would have
+    made it: the shape check, not the digest, must catch it."""
+    from parity.bundle import manifest_digest
+
     monkeypatch.setattr(parity.harness, "check", lambda *a, **k: pytest.fail("the check started"))
     path = bundle_copy / "manifest.json"
     manifest = json.loads(path.read_text())
     MANIFEST_EDITS[edit](manifest)
+    manifest["digest"] = manifest_digest(manifest)
     path.write_text(json.dumps(manifest))
     assert main(["check", str(bundle_copy)]) == 2
     line = _error_line(capsys)
     assert str(path) in line and "Traceback" not in line, line
+
+
+@pytest.mark.parametrize("bundle", [REFERENCE, *sorted((REFERENCE.parent.parent / "tests" / "fixtures").glob("reference-*"))],
+                         ids=lambda path: path.name)
+def test_the_shipped_bundles_have_the_manifest_shape(bundle):
+    """The shape check refuses none of the bundles this repository ships (schema 2, and schema 1 fixtures)."""
+    from parity.bundle import OLDER_SCHEMAS, SCHEMA_VERSION, read_manifest
+
+    manifest = read_manifest(bundle, schemas=(SCHEMA_VERSION, *OLDER_SCHEMAS))
+    assert manifest["files"] and manifest["arrays"]

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -23,10 +24,8 @@ from training_helpers import assert_bit_equal, saved_weights, small_corpus, tiny
 
 
 def run_files(output: Path) -> dict[str, bytes]:
-    """Every file under `output`, by relative path, with its bytes; the lock file names its last
-    taker, a refused run included, and is left out."""
-    return {str(path.relative_to(output)): path.read_bytes() for path in sorted(output.rglob("*"))
-            if path.is_file() and path.name != train_module.LOCK_NAME}
+    """Every file under `output`, by relative path, with its bytes."""
+    return {str(path.relative_to(output)): path.read_bytes() for path in sorted(output.rglob("*")) if path.is_file()}
 
 
 # --- item 1: a new run over an old one -----------------------------------------------------------
@@ -138,8 +137,7 @@ def test_kill_at_every_step_of_a_save_leaves_a_checkpoint_latest_names(tmp_path,
         # Resuming from what the kill left finishes the run and clears the leftovers (item 4).
         train(tiny_train_config(snapshot, data_dir=str(data), max_steps=steps, resume=True))
         assert_bit_equal(saved_weights(expected_dir), saved_weights(snapshot))
-        leftovers[index] = [p.name for p in snapshot.iterdir()
-                            if p.name.startswith(".") and p.name != train_module.LOCK_NAME]  # the lock file stays
+        leftovers[index] = [p.name for p in snapshot.iterdir() if p.name.startswith(".")]
         index += 1
     assert index >= 4, seen  # staging rename, latest switch, history and plot at least
     assert not any(leftovers.values()), leftovers
@@ -247,6 +245,26 @@ def test_resume_on_corpora_edited_in_place_is_refused(tmp_path):
     assert not any((tmp_path / "run").glob("checkpoint-00000003*"))
 
 
+# --- issue 23 item 6: the run's tokenizer, by content ---------------------------------------------
+
+def test_resume_with_the_tokenizer_replaced_in_place_is_refused(tmp_path):
+    """The path is the run's, the tokenizer is not: only its digest tells."""
+    from qarac.data import DEFAULT_DATA_DIR, load_all_text
+    from qarac.tokenizer import load_default_tokenizer, train_tokenizer
+
+    data = small_corpus(tmp_path / "data", rows=6)
+    tokenizer_dir = tmp_path / "tok"
+    train_tokenizer(load_all_text(DEFAULT_DATA_DIR / "all_text.csv"), vocab_size=400).save_pretrained(tokenizer_dir)
+    train(tiny_train_config(tmp_path / "run", max_steps=1, data_dir=str(data), tokenizer_dir=str(tokenizer_dir)))
+    shutil.rmtree(tokenizer_dir)
+    load_default_tokenizer().save_pretrained(tokenizer_dir)
+    with pytest.raises(CheckpointError, match="trained with another tokenizer") as error:
+        train(tiny_train_config(tmp_path / "run", max_steps=2, resume=True, data_dir=str(data),
+                                tokenizer_dir=str(tokenizer_dir)))
+    assert "\n" not in str(error.value)
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-00000001"
+
+
 # --- issue 23 item 3: one writer per output directory -----------------------------------------------
 
 def _start_training(output: Path, *extra: str):
@@ -299,7 +317,7 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_recovered(tmp_pat
     assert f"pid {first.pid}" in (output / train_module.LOCK_NAME).read_text()
     state = train(tiny_train_config(output, max_steps=1, overwrite=True)).state
     assert state.step == 1 and latest_checkpoint(output).name == "checkpoint-00000001"
-    assert train_module.LOCK_NAME not in [p.name for p in train_module.run_entries(output)]
+    assert not (output / train_module.LOCK_NAME).exists()  # removed by the run that took it over
 
 
 def test_the_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
@@ -317,5 +335,46 @@ def test_the_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "save_checkpoint", save_and_try_the_lock)
     train(tiny_train_config(tmp_path, max_steps=1))
     assert seen == [True]
-    with train_module.RunLock(tmp_path):  # released when the run ended
+    assert not (tmp_path / train_module.LOCK_NAME).exists()  # released and removed when the run ended
+    with train_module.RunLock(tmp_path):
         pass
+
+
+def test_a_failed_run_into_a_new_directory_leaves_nothing(tmp_path):
+    """The lock creates the output directory before the checks; a run refused there must not
+    leave it behind, nor a lock file in it."""
+    output = tmp_path / "new" / "run"
+    with pytest.raises(CheckpointError):
+        train(tiny_train_config(output, max_steps=1, model_dir=str(tmp_path / "no-such-model")))
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(CheckpointError):
+        train(tiny_train_config(existing, max_steps=1, model_dir=str(tmp_path / "no-such-model")))
+    assert existing.is_dir() and not any(existing.iterdir())
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_by_a_late_taker(tmp_path):
+    """A taker that opened the lock file just before its holder removed it locks a file no
+    one else will ever open: it must see that and take the file now at the path."""
+    first = train_module.RunLock(tmp_path).__enter__()
+    late = open(tmp_path / train_module.LOCK_NAME, "a+", encoding="utf-8")  # opened, not yet locked
+    first.__exit__(None, None, None)
+    real_open = open
+
+    def open_the_old_file_first(path, *args, **kwargs):
+        nonlocal late
+        if late is not None and str(path) == str(tmp_path / train_module.LOCK_NAME):
+            handle, late = late, None
+            return handle
+        return real_open(path, *args, **kwargs)
+
+    lock = train_module.RunLock(tmp_path)
+    with mock.patch("builtins.open", open_the_old_file_first):
+        lock.__enter__()
+    try:
+        with pytest.raises(ValueError, match="in use by another training run"):
+            with train_module.RunLock(tmp_path):
+                pass
+    finally:
+        lock.__exit__(None, None, None)
