@@ -27,7 +27,7 @@ from parity.bundle import BundleError
 from parity.capture import Capture, capture_torch
 from parity.memory import release_memory
 from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
-from parity.sharp import sharpened_weights
+from parity.sharp import VERSION_KEY, sharpened_weights
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.base import built_with_weights, skip_init
 from qarac.checkpoint import read_roberta_config
@@ -296,7 +296,8 @@ def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
             runs[case] = forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
                                       tolerance, fallback, introduced=False, seed=seed, reorder=reorder,
                                       legacy64=legacy64.get(case))
-        with sharpened_weights(pt_legacy):  # the nonlinearities exercised (parity.sharp)
+        # the nonlinearities exercised, on the set of the version the legacy's run used (parity.sharp)
+        with sharpened_weights(pt_legacy, run.meta[VERSION_KEY]):
             runs["sharp"] = forward_case(pt_legacy, run.captures["sharp"], run.legacy_floors["sharp"],
                                          inputs["padded"], "sharp", tolerance, fallback, seed=seed, reorder=reorder,
                                          legacy64=legacy64.get("sharp"))

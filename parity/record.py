@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from parity.backward import LegacyBackward
-from parity.bundle import Bundle, BundleError, check_same_model, read_bundle, vocabulary_sha256, write_bundle
+from parity.bundle import SCHEMA_VERSION, Bundle, BundleError, check_same_model, read_bundle, vocabulary_sha256, write_bundle
 from parity.capture import Capture
+from parity.sharp import VERSION_KEY, version_of_bundle
 from qarac.batch import INPUT_NAMES, TokenBatch
 
 # The batches every run compares on, in the order they are recorded.
@@ -80,7 +81,7 @@ class LegacyRun:
 
     Attributes:
         meta: model (directory), legacy_versions, seed, batch_size, model_config (the RoBERTa
-            architecture), vocabulary_sha256.
+            architecture), vocabulary_sha256, and the sharpened weight set's version (`parity.sharp.VERSION_KEY`).
         weights: every parameter of the port's legacy preset after the weight bridge, by PyTorch name.
         weight_summary: the bridge's summary and whether PT -> TF -> PT is bit-exact.
         inputs: case -> trainer input -> tokens; targets: the padded batch's targets.
@@ -141,7 +142,7 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     from parity.harness import build_legacy_pair, round_trip_exact
     from parity.inputs import all_padding_row, max_length_batch, sample_batch, tokenizer_for, unpadded
     from parity.mutations import legacy_l2_probe
-    from parity.sharp import sharpened
+    from parity.sharp import CURRENT_VERSION, sharpened
     from parity.tf_side import disable_tf32, legacy_padded_pass, tf_gradients
 
     timings: dict[str, float] = {}
@@ -180,7 +181,7 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     reorder = noise.reorder_moved(floors["padded"])
     for case in ("unpadded", "max_length"):
         floors[case] = noise.legacy_floor_variants(tf_model, inputs[case], captures[case], seed, reorder)
-    with sharpened(pt_legacy, tf_model, weight_map):
+    with sharpened(pt_legacy, tf_model, weight_map, CURRENT_VERSION):
         captures["sharp"] = capture_keras(tf_model, inputs["padded"])
         floors["sharp"] = noise.legacy_floor_variants(tf_model, inputs["padded"], captures["sharp"], seed, reorder)
     again = capture_keras(tf_model, inputs["padded"]).arrays()
@@ -194,7 +195,7 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     lap("gradients")
     progress("legacy: float64 run (forward of every batch, eager gradients)")
     del tf_model, again  # the float32 legacy's memory goes back before the float64 one is built
-    float64 = record_float64(model_dir, seed, pt_legacy, weight_map, inputs, batch.targets)
+    float64 = record_float64(model_dir, seed, pt_legacy, weight_map, inputs, batch.targets, CURRENT_VERSION)
     lap("float64")
     training = None
     if train_steps:
@@ -205,7 +206,8 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
         lap("training")
     tokenizer = tokenizer_for(model_dir, pt_legacy.config)
     meta = {"model": str(model_dir), "legacy_versions": legacy_versions(), "seed": seed, "batch_size": batch_size,
-            "model_config": dict(pt_legacy.config.base), "vocabulary_sha256": vocabulary_sha256(tokenizer.get_vocab())}
+            "model_config": dict(pt_legacy.config.base), "vocabulary_sha256": vocabulary_sha256(tokenizer.get_vocab()),
+            VERSION_KEY: CURRENT_VERSION}
     canonical = [entry.pt_name for entry in weight_map.entries]
     fit_missing = sorted(weight_map.tf_to_pt()[name] for name in fit_warning)
     return LegacyRun(meta, weights, summary, inputs, batch.targets, captures, floors, determinism, grads,
@@ -214,9 +216,10 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
 
 
 def record_float64(model_dir: Path, seed: int, pt_legacy: Any, weight_map: Any,
-                   inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> LegacyFloat64:
-    """The legacy built in float64 with `pt_legacy`'s weights: every case's forward and the padded
-    batch's eager gradients of the total loss (`parity.tf_side.legacy_float64`)."""
+                   inputs: Mapping[str, Any], targets: Mapping[str, Any], sharpened_set: int) -> LegacyFloat64:
+    """The legacy built in float64 with `pt_legacy`'s weights: every case's forward (the sharpened case
+    on the weight set of version `sharpened_set`, `parity.sharp`) and the padded batch's eager gradients
+    of the total loss (`parity.tf_side.legacy_float64`)."""
     from parity import gradient_parity
     from parity.capture import capture_keras
     from parity.memory import release_memory
@@ -226,7 +229,7 @@ def record_float64(model_dir: Path, seed: int, pt_legacy: Any, weight_map: Any,
     release_memory()
     model = legacy_float64(model_dir, seed, pt_legacy, weight_map)
     captures = {case: capture_keras(model, inputs[case]) for case in CASES}
-    with sharpened(pt_legacy, model, weight_map):
+    with sharpened(pt_legacy, model, weight_map, sharpened_set):
         captures["sharp"] = capture_keras(model, inputs["padded"])
     grads = gradient_parity.to_pt_names(tf_gradients(model, inputs["padded"], targets, "eager"), weight_map)
     del model
@@ -265,6 +268,18 @@ def _what(mode: str) -> str:
     return f"legacy {mode} gradient of the total loss"
 
 
+def add_float64(bundle: Bundle, float64: LegacyFloat64) -> dict[str, Any]:
+    """Add the float64 run's arrays to `bundle` (`legacy64/`, `gradients64/`); return its JSON result."""
+    for case, capture in float64.captures.items():
+        for name, value in capture.arrays().items():
+            if not name.startswith("stage_in/"):  # compared are outputs and stages: their inputs are not kept
+                bundle.add(f"legacy64/{case}/{name}", value, f"float64 legacy forward, {case} batch: {name}")
+    return {"gradients_missing": _gradients("gradients64/tf/eager", float64.gradients, bundle,
+                                            "float64 legacy tf/eager gradient of the total loss"),
+            "substitutes": float64.substitutes,
+            "capture_orders": {case: c.order for case, c in float64.captures.items()}}
+
+
 def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     """The run as a reference bundle (arrays, JSON results, and `model_files`: config and tokenizer)."""
     bundle = Bundle(meta=dict(run.meta), model_dir=model_files)
@@ -281,16 +296,7 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
     missing = {mode: _gradients(f"gradients/{mode}", grads, bundle, _what(mode))
                for mode, grads in run.gradients.items()}
-    float64 = None
-    if run.float64 is not None:
-        for case, capture in run.float64.captures.items():
-            for name, value in capture.arrays().items():
-                if not name.startswith("stage_in/"):  # compared are outputs and stages: their inputs are not kept
-                    bundle.add(f"legacy64/{case}/{name}", value, f"float64 legacy forward, {case} batch: {name}")
-        float64 = {"gradients_missing": _gradients("gradients64/tf/eager", run.float64.gradients, bundle,
-                                                   "float64 legacy tf/eager gradient of the total loss"),
-                   "substitutes": run.float64.substitutes,
-                   "capture_orders": {case: c.order for case, c in run.float64.captures.items()}}
+    float64 = None if run.float64 is None else add_float64(bundle, run.float64)
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():
             bundle.add(f"backward/{kind}/{name}", value, f"legacy backward, padded batch: {kind} of stage {name}")
@@ -363,7 +369,11 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
         steps = len(recorded["eager"])
         training = LegacyTraining(recorded["settings"], [bundle.group(f"training/{step}") for step in range(steps)],
                                   recorded["eager"], recorded["graph"])
-    return LegacyRun(dict(bundle.meta), weights, results["weight_summary"], inputs, targets,
+    try:  # a bundle built in memory is written as this schema
+        sharpened_set = version_of_bundle(bundle.meta, bundle.schema_version or SCHEMA_VERSION)
+    except ValueError as error:
+        raise BundleError(f"bundle {bundle.directory}: {error}") from None
+    return LegacyRun({**bundle.meta, VERSION_KEY: sharpened_set}, weights, results["weight_summary"], inputs, targets,
                      {case: _read_capture(bundle, case, orders[case]) for case in CAPTURES}, floors,
                      results["determinism"], gradients, results["fit_warning"], results["parameters"],
                      results["fit_missing"], legacy_backward,
