@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        check_tensorflow()
         read_old(args.bundle, args.out)  # bad input refused before TensorFlow starts
+        check_tensorflow()
         quiet_libraries()
         out, judged = upgrade(args.bundle, args.out, args.model)
     except (BundleError, ValueError, OSError) as error:
