@@ -120,6 +120,20 @@ def advance_scalars(steps: Sequence[Tensor], mu_products: Sequence[Tensor], beta
     )
 
 
+def update_moments(grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
+                   bias_correction2: list[float] | Tensor, one_minus_beta1: float, beta2: float,
+                   eps: float) -> list[Tensor]:
+    """m <- lerp(m, g, 1 - beta1) and v <- beta2 v + (1 - beta2) g^2 in place, over every parameter
+    at once; returns the denominators sqrt(v / bc2) + eps (one per parameter, new tensors)."""
+    torch._foreach_lerp_(exp_avgs, grads, one_minus_beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+    denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
+    torch._foreach_sqrt_(denominators)
+    torch._foreach_add_(denominators, eps)
+    return denominators
+
+
 def foreach_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
                    bias_correction2: list[float], grad_step: list[float], average_step: list[float],
                    one_minus_beta1: float, beta2: float, eps: float) -> None:
@@ -128,12 +142,7 @@ def foreach_update(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Ten
     m <- lerp(m, g, 1 - beta1); v <- beta2 v + (1 - beta2) g^2; d = sqrt(v / bc2) + eps;
     p += grad_step * g / d; p += average_step * m / d. Lists are per parameter.
     """
-    torch._foreach_lerp_(exp_avgs, grads, one_minus_beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
-    torch._foreach_sqrt_(denominators)
-    torch._foreach_add_(denominators, eps)
+    denominators = update_moments(grads, exp_avgs, exp_avg_sqs, bias_correction2, one_minus_beta1, beta2, eps)
     torch._foreach_addcdiv_(params, grads, denominators, grad_step)
     torch._foreach_addcdiv_(params, exp_avgs, denominators, average_step)
 
@@ -143,11 +152,6 @@ def tensor_scalar_update(params: list[Tensor], grads: list[Tensor], exp_avgs: li
                          average_step: Tensor, one_minus_beta1: float, beta2: float, eps: float) -> None:
     """`foreach_update` with the step-dependent scalars as 0-d tensors shared by every parameter,
     so that a compiled version is traced once and reused at every step."""
-    torch._foreach_lerp_(exp_avgs, grads, one_minus_beta1)
-    torch._foreach_mul_(exp_avg_sqs, beta2)
-    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-    denominators = torch._foreach_div(exp_avg_sqs, bias_correction2)
-    torch._foreach_sqrt_(denominators)
-    torch._foreach_add_(denominators, eps)
+    denominators = update_moments(grads, exp_avgs, exp_avg_sqs, bias_correction2, one_minus_beta1, beta2, eps)
     torch._foreach_addcdiv_(params, torch._foreach_mul(grads, grad_step), denominators)
     torch._foreach_addcdiv_(params, torch._foreach_mul(exp_avgs, average_step), denominators)

@@ -231,6 +231,8 @@ REPORT_FIELDS = {"model", "versions", "weights", "forward", "layers", "gradients
 
 @pytest.mark.slow
 def test_qarac_parity_command_end_to_end(tmp_path, tiny_model_dir):
+    # One live run serves every assertion on it (it is the suite's slowest step): the report's
+    # contents, and that `--quiet` prints one line with no TensorFlow log on stderr.
     import subprocess
     import sys
 
@@ -239,6 +241,9 @@ def test_qarac_parity_command_end_to_end(tmp_path, tiny_model_dir):
                *[arg for key, path in paths.items() for arg in (f"--{key}", str(path))]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.splitlines()) == 1 and "PASSED" in result.stdout
+    for noise in ("cuInit", "absl", "oneDNN", "cudart"):
+        assert noise not in result.stderr, result.stderr[-3000:]
     report = json.loads(paths["json"].read_text())
     assert REPORT_FIELDS <= set(report) and report["passed"] is True
     assert set(report["weights"]) >= {"mapped", "tf_only", "pt_only", "mismatched"}
