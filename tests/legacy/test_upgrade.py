@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
