@@ -40,6 +40,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from parity.manifest_shape import check_manifest_shape
+
 # 2: the manifest carries its digest (`manifest_digest`), checked on reading.
 SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -138,6 +140,9 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool =
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise BundleError(f"{directory} already exists; pass overwrite to replace it")
+    if directory.exists() and not replaceable(directory):
+        raise BundleError(f"{directory} is not a reference bundle (no bundle {MANIFEST_NAME}); overwrite replaces "
+                          "a bundle only, never other files")
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".staging", dir=directory.parent))
     try:
@@ -157,6 +162,21 @@ def write_bundle(bundle: Bundle, directory: str | os.PathLike, overwrite: bool =
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def replaceable(directory: Path) -> bool:
+    """`overwrite` may replace `directory`: a bundle (a manifest of the bundle format), or an empty directory."""
+    if not directory.is_dir() or directory.is_symlink():
+        return False
+    if not any(directory.iterdir()):
+        return True
+    try:
+        manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    # Any schema version: `make reference` replaces a bundle of an older one.
+    return isinstance(manifest, dict) and isinstance(manifest.get("schema_version"), int) \
+        and isinstance(manifest.get("files"), dict) and isinstance(manifest.get("arrays"), dict)
 
 
 def _swap_into_place(staging: Path, directory: Path) -> None:
@@ -213,7 +233,8 @@ def read_manifest(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHE
                           f"{SCHEMA_VERSION}: {remedy}")
     if manifest["schema_version"] >= 2 and manifest.get("digest") != manifest_digest(manifest):
         raise BundleError(f"bundle file {path} was changed after recording (its content no longer matches its digest)")
-    _check_files(directory, manifest.get("files", {}))
+    check_manifest_shape(manifest, path)
+    _check_files(directory, manifest["files"])
     return manifest
 
 

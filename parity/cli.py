@@ -91,12 +91,16 @@ def parse_check_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def check_flags(args: argparse.Namespace) -> None:
+def check_flags(args: argparse.Namespace, bundle: Path | None = None) -> None:
     """Every flag checked before any work, each failure one line.
+
+    Args:
+        bundle: the bundle `check` reads; no report may be written into it.
 
     Raises:
         ValueError: a tolerance that is not a finite number > 0, a batch size
-            < 1, training steps < 0, or a report path that cannot be written.
+            < 1, training steps < 0, a report path that cannot be written, a
+            `--plot` not named .png, two reports on one file, or a report inside `bundle`.
     """
     if args.tolerance is not None and not (math.isfinite(args.tolerance) and args.tolerance > 0):
         raise ValueError(f"--tolerance must be a finite number > 0, got {args.tolerance}")
@@ -104,21 +108,53 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.train_steps < 0:
         raise ValueError(f"--train-steps must be >= 0, got {args.train_steps}")
-    for flag in OUTPUT_FLAGS:
-        path = getattr(args, flag)
-        if path is not None:
-            check_writable(path, f"--{flag}")
+    outputs = report_paths(args)
+    for flag, path in outputs:
+        check_writable(path, flag)
+        if bundle is not None:
+            check_outside_bundle(path, flag, bundle)
+    if args.plot is not None and args.plot.suffix.lower() != ".png":
+        raise ValueError(f"--plot {args.plot}: the plots are PNG images; name a .png file")
+    check_distinct(outputs)
+
+
+def report_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(flag, path) of every file the report flags write; `--plot` writes two."""
+    from parity.plot import stage_plot_path
+
+    paths = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS if getattr(args, flag) is not None]
+    if args.plot is not None:
+        paths.append(("--plot (its stage plot)", stage_plot_path(args.plot)))
+    return paths
+
+
+def check_distinct(outputs: list[tuple[str, Path]]) -> None:
+    """Two reports on one file: one would silently replace the other."""
+    seen: dict[Path, str] = {}
+    for flag, path in outputs:
+        key = path.resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {flag} name the same file {path}; give each report its own file")
+        seen[key] = flag
+
+
+def check_outside_bundle(path: Path, flag: str, bundle: Path) -> None:
+    """A report written into the bundle being checked would replace or add one of its files."""
+    target, root = path.resolve(), bundle.resolve()
+    inside = target == root or root in target.parents
+    if not inside and path.exists() and root.is_dir():  # a hard link onto one of its files
+        inside = any(other.is_file() and os.path.samefile(other, path) for other in root.rglob("*"))
+    if inside:
+        raise ValueError(f"{flag} {path} is inside the bundle {bundle} being checked; write reports elsewhere")
 
 
 def check_writable(path: Path, flag: str) -> None:
-    """`path` can be created or replaced: not a directory, in an existing writable directory."""
-    if path.is_dir():
-        raise ValueError(f"{flag} {path} is a directory; name a file")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"{flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: directory {parent} is not writable")
+    """`path` can be created or replaced: not a directory, in an existing directory where files can be created."""
+    from qarac.checkpoint import file_write_problem
+
+    problem = file_write_problem(path)
+    if problem is not None:
+        raise ValueError(f"{flag} {path}: {problem}")
 
 
 def check_creatable(path: Path, flag: str) -> None:
@@ -263,7 +299,7 @@ def finish(report, args: argparse.Namespace) -> int:
 
 
 def main_record(argv: list[str]) -> int:
-    from parity.bundle import BundleError
+    from parity.bundle import MANIFEST_NAME, BundleError, replaceable
 
     args = parse_record_args(argv)
     if not args.verbose:
@@ -272,6 +308,9 @@ def main_record(argv: list[str]) -> int:
         check_flags(args)
         if args.out.exists() and not args.overwrite:
             raise BundleError(f"--out {args.out} already exists; pass --overwrite to replace it")
+        if args.out.exists() and not replaceable(args.out):
+            raise BundleError(f"--out {args.out} is not a reference bundle (no bundle {MANIFEST_NAME}); --overwrite "
+                              "replaces a bundle only: choose another --out, or move its files away yourself")
         check_creatable(args.out, "--out")
         if args.model is None:
             from qarac.presets import tiny_model_dir
@@ -300,7 +339,7 @@ def main_check(argv: list[str]) -> int:
 
     args = parse_check_args(argv)
     try:
-        check_flags(args)
+        check_flags(args, bundle=args.bundle)
         device = check_device(args.device)
         from parity.record import read_reference
 

@@ -12,6 +12,7 @@ leaves the previous checkpoint intact. Nothing here unpickles.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -30,7 +31,8 @@ from transformers.utils import logging as hf_logging
 
 CONFIG_NAME = "qarac_config.json"
 WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
+# 2: qarac_config.json holds the sha256 of every file saved with it (`files`), and of the tokenizer.
+FORMAT_VERSION = 2
 
 ModuleT = TypeVar("ModuleT", bound="PretrainedMixin")
 
@@ -67,6 +69,37 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+def file_write_problem(path: Path) -> str | None:
+    """Why `atomic_write(path, ...)` would fail, found before any long work; None if it would not.
+
+    The directory is probed by creating (and removing) a file in it, as `atomic_write` will:
+    permission bits alone say nothing about /proc, a read-only mount, or a process run as root.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return "it is a directory; name a file"
+    parent = path.absolute().parent
+    existing = parent
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        return f"{existing} is a broken symbolic link"
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if existing != parent:
+        missing = parent
+        while missing.parent != existing:
+            missing = missing.parent
+        return f"directory {missing} does not exist"
+    try:
+        handle, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+    except OSError as error:
+        return f"cannot create files in {parent} ({error.strerror or error})"
+    os.close(handle)
+    os.unlink(probe)
+    return None
+
+
 def _require_directory(directory: Path, what: str) -> None:
     if not directory.exists():
         raise CheckpointError(f"{what} directory {directory} does not exist")
@@ -74,8 +107,9 @@ def _require_directory(directory: Path, what: str) -> None:
         raise CheckpointError(f"{what} path {directory} is not a directory")
 
 
-def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConfig]:
-    """(model class name, config) of a QARAC checkpoint directory."""
+def read_checkpoint_record(directory: str | os.PathLike) -> dict[str, Any]:
+    """The JSON of a checkpoint's `qarac_config.json`: model class, config, file digests and,
+    when it was saved with one, the digest of its tokenizer."""
     directory = Path(directory)
     _require_directory(directory, "checkpoint")
     path = directory / CONFIG_NAME
@@ -83,9 +117,48 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConf
         raise CheckpointError(f"{directory} is not a QARAC checkpoint: {CONFIG_NAME} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        return data["model_class"], QaracConfig.from_dict(data["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is corrupt or not a QARAC config: {error}") from error
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is corrupt or not a QARAC config: it holds no JSON object")
+    return data
+
+
+def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConfig]:
+    """(model class name, config) of a QARAC checkpoint directory."""
+    data = read_checkpoint_record(directory)
+    try:
+        return data["model_class"], QaracConfig.from_dict(data["config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{Path(directory) / CONFIG_NAME} is corrupt or not a QARAC config: {error}") from error
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(directory: Path, files: Any) -> None:
+    """Every file `qarac_config.json` lists is there with the sha256 it was saved with.
+
+    Raises:
+        CheckpointError: no digests (saved by an older qarac), a listed file missing, or one changed.
+    """
+    if not isinstance(files, dict) or WEIGHTS_NAME not in files:
+        raise CheckpointError(f"{directory / CONFIG_NAME} lists no file digests (saved by an older qarac?); "
+                              "save the checkpoint again with this version")
+    for name, expected in sorted(files.items()):
+        path = directory / name
+        if Path(name).name != name or not path.is_file():
+            raise CheckpointError(f"{directory} lacks {name}, which its {CONFIG_NAME} lists")
+        if sha256_of(path) != expected:
+            cause = "the file is corrupt or was edited" if name == WEIGHTS_NAME else \
+                "a checkpoint loads only with the tokenizer files it was saved with"
+            raise CheckpointError(f"{path} was changed after saving (sha256 differs from the one in {CONFIG_NAME}): "
+                                  f"{cause}")
 
 
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -120,10 +193,20 @@ class PretrainedMixin:
 
     config: QaracConfig
 
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
+        """Write the weights, then (with `tokenizer`) the tokenizer's files, then `qarac_config.json`
+        holding the sha256 of each of them and the tokenizer's content digest (`tokenizer_sha256`)."""
+        from qarac.tokenizer import tokenizer_sha256
+
         directory = Path(directory)
         atomic_write(directory / WEIGHTS_NAME, lambda tmp: safetensors.torch.save_model(self, str(tmp)))
+        names = [WEIGHTS_NAME]
         payload = {"format_version": FORMAT_VERSION, "model_class": type(self).__name__, "config": self.config.to_dict()}
+        if tokenizer is not None:
+            written = {Path(name).name for name in tokenizer.save_pretrained(str(directory))}
+            names += sorted(name for name in written if (directory / name).is_file())
+            payload["tokenizer_sha256"] = tokenizer_sha256(tokenizer)
+        payload["files"] = {name: sha256_of(directory / name) for name in names}
         atomic_write_text(directory / CONFIG_NAME, json.dumps(payload, indent=2, sort_keys=True))
         return directory
 
@@ -138,6 +221,7 @@ class PretrainedMixin:
         """
         directory = Path(directory)
         class_name, config = read_checkpoint_config(directory)
+        files = read_checkpoint_record(directory).get("files")
         if class_name != cls.__name__:
             raise CheckpointError(f"{directory} holds a {class_name}, not a {cls.__name__}; "
                                   f"load it with {class_name}.from_pretrained")
@@ -145,6 +229,7 @@ class PretrainedMixin:
         path = directory / WEIGHTS_NAME
         state = load_safetensors(path)
         _check_keys(module, state, path)
+        verify_files(directory, files)  # after the key check, whose message says more about a wrong file
         module.load_state_dict(state, strict=False)
         return module.to(map_location)
 

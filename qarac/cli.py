@@ -31,7 +31,7 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{help_text} (default: %(default)s)"
 
 
-def _add_train(subparsers) -> None:
+def _add_train(subparsers) -> argparse.ArgumentParser:
     from qarac.data import CORPUS_COLUMNS
     from qarac.train import TrainConfig
 
@@ -73,7 +73,8 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers")
     run = parser.add_mutually_exclusive_group()
     run.add_argument("--resume", action="store_true",
-                     help="continue the run in OUTPUT from OUTPUT/latest, with the run's settings")
+                     help="continue the run in OUTPUT from OUTPUT/latest, with the run's recorded settings; "
+                          "a flag given here overrides its setting where a run may change it")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in OUTPUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--compile", action="store_true",
@@ -85,6 +86,7 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--pad-vocab", type=int, metavar="N",
                         help="compute the LM head's vocabulary product padded to a multiple of N (default: 64 "
                              "on CUDA, none on CPU; weights and logits unchanged)")
+    return parser
 
 
 def _add_encode(subparsers) -> None:
@@ -121,30 +123,58 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(suppressed: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The `qarac` parser; `suppressed`: `train` flags whose defaults are left out of the
+    namespace (so that what remains is what the command line gave)."""
     parser = argparse.ArgumentParser(prog="qarac", description="Train and use QARAC (PyTorch).")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_train(subparsers)
+    train_parser = _add_train(subparsers)
+    # On the actions, not through set_defaults: a parser default of SUPPRESS is put into the
+    # namespace as the string "==SUPPRESS==" (and run through `type`).
+    for action in train_parser._actions:
+        if action.dest in suppressed:
+            action.default = argparse.SUPPRESS
     _add_encode(subparsers)
     _add_generate(subparsers)
     return parser
 
 
+# `train` flag -> the TrainConfig field it sets, where the names differ.
+TRAIN_FIELDS = {"output": "output_dir", "model": "model_dir", "tokenizer": "tokenizer_dir", "data": "data_dir",
+                "lr": "learning_rate", "no_bf16": "bf16", "data_option": "data_options", "no_progress": "progress"}
+
+
+def train_settings(args: argparse.Namespace) -> dict[str, object]:
+    """TrainConfig's fields from the `train` flags."""
+    settings = {TRAIN_FIELDS.get(name, name): value for name, value in vars(args).items()
+                if name not in ("command", "explicit")}
+    settings["bf16"], settings["progress"] = not args.no_bf16, not args.no_progress
+    settings["data_options"] = tuple(args.data_option)
+    return settings
+
+
+def resumed_settings(settings: dict[str, object], explicit: set[str]) -> dict[str, object]:
+    """`--resume` continues with the run's recorded settings; a flag given on the command line
+    overrides its setting (and is refused by `train` if the run cannot change it)."""
+    from qarac.train import saved_train_config
+
+    saved = saved_train_config(settings["output_dir"])
+    given = {TRAIN_FIELDS.get(name, name) for name in explicit}
+    taken = {name: saved[name] for name in settings
+             if name in saved and name not in given and name not in ("output_dir", "resume", "overwrite")}
+    if "data_options" in taken:
+        taken["data_options"] = tuple(taken["data_options"])  # JSON gave a list back
+    return {**settings, **taken}
+
+
 def run_train(args: argparse.Namespace) -> None:
     from qarac.train import TrainConfig, train
 
-    config = TrainConfig(output_dir=args.output, model_dir=args.model, tokenizer_dir=args.tokenizer,
-                         data_dir=args.data, epochs=args.epochs, max_steps=args.max_steps,
-                         batch_size=args.batch_size, seed=args.seed, learning_rate=args.lr,
-                         decay_steps=args.decay_steps, decay_rate=args.decay_rate, staircase=args.staircase,
-                         beta1=args.beta1, beta2=args.beta2, epsilon=args.epsilon,
-                         checkpoint_every=args.checkpoint_every, device=args.device, bf16=not args.no_bf16,
-                         legacy=args.legacy, max_length=args.max_length, num_workers=args.num_workers,
-                         data_preset=args.data_preset, data_options=tuple(args.data_option),
-                         resume=args.resume, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints,
-                         progress=not args.no_progress, compile=args.compile, optimizer=args.optimizer,
-                         pad_vocab=args.pad_vocab)
+    settings = train_settings(args)
+    if args.resume:
+        settings = resumed_settings(settings, args.explicit)
+    config = TrainConfig(**settings)
     import logging
 
     from transformers.utils import logging as hf_logging
@@ -159,12 +189,12 @@ def run_train(args: argparse.Namespace) -> None:
 
 
 def _file_lines(path: Path) -> Iterator[str]:
-    """The non-blank lines of a UTF-8 text file, read lazily."""
+    """Every line of a UTF-8 text file, read lazily; a blank line is the empty text, so that
+    row i of the output is line i of the file."""
     try:
         with path.open(encoding="utf-8") as handle:
             for line in handle:
-                if line.strip():
-                    yield line.rstrip("\r\n")
+                yield line.rstrip("\r\n")
     except UnicodeDecodeError as error:
         raise UsageError(f"{path} is not UTF-8 text: {error}") from None
 
@@ -175,8 +205,10 @@ def _text_source(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[s
     The file is read twice (counting, then encoding) so that it is never held in memory.
     """
     path = Path(args.file) if args.file else None
+    if path is not None and path.is_dir():
+        raise UsageError(f"--file {path} is a directory; name a text file")
     if path is not None and not path.is_file():
-        raise UsageError(f"text file {path} does not exist")
+        raise UsageError(f"--file {path} does not exist")
     count = len(args.texts) + (sum(1 for _ in _file_lines(path)) if path is not None else 0)
 
     def texts() -> Iterator[str]:
@@ -195,15 +227,16 @@ def npy_path(output: str) -> Path:
 def run_encode(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from qarac.checkpoint import atomic_write
+    from qarac.checkpoint import atomic_write, file_write_problem
     from qarac.inference import check_max_length, encode_batches, load_for_inference
 
     count, texts = _text_source(args)
     if count == 0:
         raise UsageError("no texts to encode; give texts as arguments or --file")
     output = npy_path(args.output)
-    if output.is_dir() or not output.parent.is_dir():
-        raise UsageError(f"--output {output}: not a file in an existing directory")
+    problem = file_write_problem(output)
+    if problem is not None:
+        raise UsageError(f"--output {output}: {problem}")
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
     check_max_length(args.max_length, model)
     hidden = model.config.hidden_size
@@ -227,19 +260,46 @@ def run_generate(args: argparse.Namespace) -> None:
 
     from qarac.inference import encode, generate, load_for_inference
 
+    vectors = read_vectors(Path(args.vector)) if args.vector else None  # before the model: fail fast
     model, tokenizer = load_for_inference(args.checkpoint, args.device)
-    if args.vector:
-        path = Path(args.vector)
-        if not path.is_file():
-            raise UsageError(f"vector file {path} does not exist")
-        try:
-            vectors = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise UsageError(f"{path} is not a .npy array: {error}") from None
-    else:
+    if vectors is None:
         vectors = encode(model, tokenizer, args.text)
     for text in generate(model, tokenizer, vectors, args.max_length):
         print(text)
+
+
+# The first bytes of every .npy file (numpy.lib.format.MAGIC_PREFIX).
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def read_vectors(path: Path):
+    """The array of a .npy file, never unpickled.
+
+    Without the .npy header, `np.load` takes any file for a pickle and advises loading it
+    "unsafely"; that advice is wrong for a file that is no array at all, so the header is checked first.
+
+    Raises:
+        UsageError: a missing file, a file that is not .npy, or a .npy of Python objects.
+    """
+    import numpy as np
+
+    if path.is_dir():
+        raise UsageError(f"--vector {path} is a directory; name a .npy file")
+    if not path.is_file():
+        raise UsageError(f"--vector {path} does not exist")
+    with path.open("rb") as handle:
+        if handle.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise UsageError(f"--vector {path} is not a .npy array (it lacks the NumPy header); "
+                             "give vectors saved by `qarac encode` or numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise UsageError(f"--vector {path} holds Python objects, not numbers; give a numeric "
+                             "(N, H) or (H,) array") from None
+        raise UsageError(f"--vector {path} is not a readable .npy array: {error}") from None
+    except OSError as error:
+        raise UsageError(f"--vector {path} is not a readable .npy array: {error}") from None
 
 
 COMMANDS = {"train": run_train, "encode": run_encode, "generate": run_generate}
@@ -253,6 +313,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from qarac.train import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
+    if args.command == "train":
+        names = [name for name in vars(args) if name != "command"]
+        args.explicit = set(vars(build_parser(names).parse_args(argv))) - {"command"}
     try:
         COMMANDS[args.command](args)
     except TrainingInterrupted as stop:

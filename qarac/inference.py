@@ -17,18 +17,28 @@ from qarac.trainer import QaracTrainerModel
 def load_for_inference(checkpoint: str | os.PathLike, device: str = "cpu"):
     """(model in eval mode, tokenizer) of a checkpoint directory or a training output directory.
 
-    The tokenizer saved in the checkpoint is used; the embedded one if there is none.
+    The tokenizer saved with the checkpoint is used, and must be the one its digest names; a
+    checkpoint saved without one gets a tokenizer saved beside it, else the embedded one.
 
     Raises:
-        qarac.checkpoint.CheckpointError: not a QaracTrainerModel checkpoint.
+        qarac.checkpoint.CheckpointError: not a QaracTrainerModel checkpoint, a file changed
+            after saving, or a tokenizer other than the one it was saved with.
     """
-    from qarac.tokenizer import check_tokenizer_fits, load_default_tokenizer, load_tokenizer
+    from qarac.checkpoint import CheckpointError, read_checkpoint_record
+    from qarac.tokenizer import check_tokenizer_fits, load_default_tokenizer, load_tokenizer, tokenizer_sha256
     from qarac.train import resolve_checkpoint
 
     directory = resolve_checkpoint(checkpoint)
-    model = QaracTrainerModel.from_pretrained(directory, map_location=device).eval()
-    has_tokenizer = (Path(directory) / "tokenizer.json").is_file()
-    tokenizer = load_tokenizer(directory) if has_tokenizer else load_default_tokenizer()
+    model = QaracTrainerModel.from_pretrained(directory, map_location=device).eval()  # files verified
+    recorded = read_checkpoint_record(directory).get("tokenizer_sha256")
+    if recorded is not None:  # saved with its tokenizer: that one, or none
+        tokenizer = load_tokenizer(directory)
+        if tokenizer_sha256(tokenizer) != recorded:
+            raise CheckpointError(f"the tokenizer in {directory} is not the one the checkpoint was saved with "
+                                  "(tokenizer_sha256 differs); put its own tokenizer files back")
+    else:  # a bare save_pretrained: a tokenizer saved beside it, else the embedded one
+        has_tokenizer = (Path(directory) / "tokenizer.json").is_file()
+        tokenizer = load_tokenizer(directory) if has_tokenizer else load_default_tokenizer()
     check_tokenizer_fits(tokenizer, model.config.vocab_size)
     return model, tokenizer
 

@@ -94,6 +94,20 @@ def load_tokenizer(directory: str | os.PathLike) -> RobertaTokenizerFast:
     return RobertaTokenizerFast.from_pretrained(str(directory), local_files_only=True)
 
 
+def tokenizer_sha256(tokenizer: RobertaTokenizerFast) -> str:
+    """A digest of what the tokenizer does, not of how its files are laid out: its vocabulary
+    (added tokens included) and its BPE merges, so the same tokenizer saved as tokenizer.json or as
+    vocab.json + merges.txt, by transformers 4 or 5, has one digest."""
+    import hashlib
+    import json
+
+    model = json.loads(tokenizer.backend_tokenizer.to_str()).get("model", {})
+    # tokenizers writes a merge as "a b" (older) or ["a", "b"] (newer).
+    merges = [merge.split(" ", 1) if isinstance(merge, str) else list(merge) for merge in model.get("merges", [])]
+    content = {"vocabulary": sorted(tokenizer.get_vocab().items()), "merges": merges}
+    return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 def load_default_tokenizer() -> RobertaTokenizerFast:
     """The embedded tokenizer (vocabulary 512) shipped in `qarac/assets/tokenizer/`."""
     return load_tokenizer(DEFAULT_TOKENIZER_DIR)

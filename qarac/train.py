@@ -53,7 +53,8 @@ from torch.utils.data import DistributedSampler, Sampler
 
 from qarac import _hf  # noqa: F401
 from qarac.batch import QaracBatch
-from qarac.checkpoint import CheckpointError, atomic_write, atomic_write_text, load_safetensors
+from qarac.checkpoint import (CheckpointError, atomic_write, atomic_write_text, load_safetensors,
+                              read_checkpoint_record, sha256_of)
 from qarac.config import QaracConfig
 from qarac.data import (DEFAULT_DATA_DIR, CorpusBatches, DataConfig, QaracDataset, data_config_for,
                         make_dataloader)
@@ -464,8 +465,7 @@ def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optim
     staging = Path(tempfile.mkdtemp(prefix=f".{checkpoint_name(state.step)}.", dir=output_dir))
     staging.chmod(_directory_mode())
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        model.save_pretrained(staging, tokenizer=tokenizer)  # qarac_config.json: the files' and tokenizer's digests
         tensors, optimizer_json = _optimizer_to_flat(optimizer)
         rng_json = []
         for rank, (rng_tensors, rng_scalars) in enumerate(rng_states):
@@ -477,7 +477,8 @@ def save_checkpoint(output_dir: Path, model: QaracTrainerModel, tokenizer, optim
         payload = {"format_version": STATE_FORMAT_VERSION, "step": state.step, "epoch": state.epoch,
                    "position": state.position, "world_size": len(rng_states), "optimizer": optimizer_json,
                    "scheduler": scheduler_state, "rng": rng_json, "train_config": train_config.to_dict(),
-                   "history": state.history}
+                   "history": state.history, "files": {STATE_TENSORS: sha256_of(staging / STATE_TENSORS)},
+                   "data_sha256": corpus_digests(train_config.data_dir)}
         (staging / STATE_JSON).write_text(json.dumps(payload, indent=1), encoding="utf-8")
         final = _unused_checkpoint_path(output_dir, state.step)
         os.replace(staging, final)
@@ -516,13 +517,23 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path:
         name = pointer.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{pointer} is unreadable ({error}); it should hold a checkpoint name") from None
-    if checkpoint_order(Path(name)) is None:
+    # The whole text must be a name (no "../other-run/"): `latest` names a checkpoint of its own run.
+    if CHECKPOINT_PATTERN.fullmatch(name) is None:
         raise CheckpointError(f"{pointer} holds {name[:60]!r}, not a checkpoint name like "
                               f"{checkpoint_name(0)!r}; write the name of a checkpoint directory into it")
     directory = output_dir / name
     if not directory.is_dir():
         raise CheckpointError(f"{pointer} names {name}, which does not exist")
+    if directory.resolve().parent != output_dir.resolve():
+        raise CheckpointError(f"{pointer} names {name}, a link to {directory.resolve()} outside {output_dir}; "
+                              "`latest` may only name a checkpoint of its own run")
     return directory
+
+
+def saved_train_config(output_dir: str | os.PathLike) -> dict[str, Any]:
+    """The settings the run in `output_dir` recorded in its latest checkpoint."""
+    saved = _read_state_json(latest_checkpoint(output_dir)).get("train_config", {})
+    return saved if isinstance(saved, dict) else {}
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -534,6 +545,97 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
 
 
 # --- the output directory ------------------------------------------------------------------
+
+# Held (flock) by the one process writing a run directory, and removed by it when it ends. A
+# holder killed outright leaves the file, unlocked: the next taker locks it again (stale-lock
+# recovery). Its text names the holder for the message a second writer gets.
+LOCK_NAME = ".train.lock"
+
+
+class RunLock:
+    """One writer per training output directory: an exclusive `flock` on `output_dir/.train.lock`.
+
+    The kernel releases the lock when its holder exits, however it exits (kill -9 included), so a
+    lock file left by a dead process is simply taken again; its text (pid, host, start time) only
+    names the holder in the refusal. The holder removes the file while still holding it, so a
+    taker that locked the file just as it was removed finds its path gone (or another inode
+    there) and tries again: two takers never hold two different files. Directories the lock
+    created are removed again when the run leaves them empty (a run refused before its first save).
+
+    Raises (on entering):
+        ValueError: another process holds the lock (the message names it), or the directory or
+            the lock file cannot be created (the message gives the system's reason).
+    """
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / LOCK_NAME
+        self._handle = None
+        self._created: list[Path] = []
+
+    def __enter__(self) -> "RunLock":
+        import socket
+        import time
+
+        self._make_directory()
+        handle = self._take()
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def _make_directory(self) -> None:
+        directory = self.path.parent.absolute()
+        missing = [directory, *directory.parents]
+        missing = [path for path in missing if not path.exists()]
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"--output {self.path.parent}: cannot create it ({error.strerror or error})") from None
+        self._created = missing  # deepest first: the order to remove them in
+
+    def _take(self):
+        import fcntl
+
+        while True:
+            try:
+                handle = open(self.path, "a+", encoding="utf-8")
+            except OSError as error:
+                self._remove_created()
+                raise ValueError(f"--output {self.path.parent}: cannot create files in it "
+                                 f"({error.strerror or error})") from None
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "a process that has not written its name yet"
+                handle.close()
+                raise ValueError(f"--output {self.path.parent} is in use by another training run ({holder}); "
+                                 "wait for it to end, or train into another directory") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                handle.seek(0)
+                handle.truncate()
+                return handle
+            handle.close()  # the holder removed this file as it ended: lock the one now there
+
+    def _remove_created(self) -> None:
+        for directory in self._created:
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: the run wrote there, or someone else did
+                return
+
+    def __exit__(self, *exc_info) -> None:
+        if self._handle is not None:
+            self.path.unlink(missing_ok=True)  # while still held: see the class docstring
+            self._handle.close()  # closing releases the flock
+            self._handle = None
+            self._remove_created()
+
 
 # Settings a resumed run may change: where it stops, how often it saves, where and how fast it
 # runs. Any other change would make the resumed run differ from the run it continues.
@@ -600,6 +702,31 @@ def changed_settings(saved: dict[str, Any], current: TrainConfig) -> list[str]:
     return changes
 
 
+def check_same_tokenizer(checkpoint: Path, tokenizer) -> None:
+    """A resumed run tokenizes as the run did: same vocabulary and merges (by digest), wherever they come from."""
+    from qarac.tokenizer import tokenizer_sha256
+
+    recorded = read_checkpoint_record(checkpoint).get("tokenizer_sha256")
+    if recorded is not None and tokenizer_sha256(tokenizer) != recorded:
+        raise CheckpointError(f"{checkpoint} was trained with another tokenizer (tokenizer_sha256 differs); "
+                              "resume with the run's tokenizer")
+
+
+def check_output_path(output_dir: Path) -> None:
+    """`output_dir` is, or can be made, a directory: checked before the lock file is created in it.
+
+    Raises:
+        ValueError: it is a file, or the nearest existing directory above it is not writable.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output {output_dir} is a file; name a directory for the checkpoints")
+    existing = next(parent for parent in (output_dir, *output_dir.absolute().parents) if parent.exists())
+    if not existing.is_dir():
+        raise ValueError(f"--output {output_dir}: {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):  # root passes this: RunLock's own writes are the real probe
+        raise ValueError(f"--output {output_dir}: cannot write into {existing}")
+
+
 def check_output_dir(train_config: TrainConfig) -> Path | None:
     """Check the output directory before any work; the checkpoint to resume from, or None.
 
@@ -610,11 +737,7 @@ def check_output_dir(train_config: TrainConfig) -> Path | None:
             that differ from the checkpoint's (each listed, old → new).
     """
     output_dir = Path(train_config.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output {output_dir} is a file; name a directory for the checkpoints")
-    existing = next(parent for parent in (output_dir, *output_dir.absolute().parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--output {output_dir}: cannot write into {existing}")
+    check_output_path(output_dir)
     if train_config.resume:
         checkpoint = latest_checkpoint(output_dir)
         saved = _read_state_json(checkpoint).get("train_config", {})
@@ -623,6 +746,11 @@ def check_output_dir(train_config: TrainConfig) -> Path | None:
             raise CheckpointError(f"the run in {output_dir} was trained with other settings: {'; '.join(changes)}; "
                                   f"resume with the run's settings (only {', '.join(sorted(RESUMABLE_SETTINGS - {'output_dir', 'resume', 'overwrite'}))} "
                                   "may change), or start a new run in another directory")
+        edited = changed_corpora(_read_state_json(checkpoint).get("data_sha256", {}), train_config.data_dir)
+        if edited:
+            raise CheckpointError(f"the corpora in {train_config.data_dir} changed since the run in {output_dir} "
+                                  f"read them ({', '.join(edited)}: sha256 differs); resume on the run's data, "
+                                  "or start a new run in another directory")
         return checkpoint
     found = run_entries(output_dir)
     if found and not train_config.overwrite:
@@ -670,6 +798,33 @@ def resume_from(checkpoint: Path, model: QaracTrainerModel, optimizer: torch.opt
     return state
 
 
+def _verify_state_files(directory: Path, payload: dict[str, Any]) -> None:
+    """training_state.safetensors is the file training_state.json was saved with (sha256)."""
+    expected = payload.get("files", {}).get(STATE_TENSORS) if isinstance(payload.get("files"), dict) else None
+    path = directory / STATE_TENSORS
+    if expected is None:
+        raise CheckpointError(f"{directory / STATE_JSON} lists no digest of {STATE_TENSORS} (saved by an older qarac?)")
+    if path.is_file() and sha256_of(path) != expected:
+        raise CheckpointError(f"{path} was changed after saving (sha256 differs from the one in {STATE_JSON})")
+
+
+def corpus_digests(data_dir: str | os.PathLike) -> dict[str, str]:
+    """sha256 of each corpus file: a resumed run must read the data the run read, wherever it lies."""
+    from qarac.data import CORPUS_COLUMNS
+
+    digests = {}
+    for name in CORPUS_COLUMNS:
+        path = Path(data_dir) / f"{name}.csv"
+        digests[path.name] = sha256_of(path) if path.is_file() else "missing"
+    return digests
+
+
+def changed_corpora(saved: dict[str, str], data_dir: str | os.PathLike) -> list[str]:
+    """The corpus files whose content differs from the run's (by sha256)."""
+    now = corpus_digests(data_dir)
+    return sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name))
+
+
 def load_training_state(directory: Path, optimizer: torch.optim.Optimizer,
                         scheduler: torch.optim.lr_scheduler.LRScheduler, runtime: Runtime) -> TrainingState:
     """Restore optimizer, scheduler and this rank's RNG from a checkpoint.
@@ -678,6 +833,7 @@ def load_training_state(directory: Path, optimizer: torch.optim.Optimizer,
         CheckpointError: missing or corrupt state files, or another world size.
     """
     payload = _read_state_json(directory)
+    _verify_state_files(directory, payload)
     if payload["world_size"] != runtime.world_size:
         raise CheckpointError(f"{directory} was written by {payload['world_size']} processes, this run has "
                               f"{runtime.world_size}; resume with the same --nproc-per-node")
@@ -852,23 +1008,34 @@ def train(train_config: TrainConfig) -> TrainResult:
     """Train (or resume training) and checkpoint.
 
     The output directory and the settings to resume with are checked before
-    any work; a run already there is replaced only with `overwrite`.
+    any work; a run already there is replaced only with `overwrite`. The main
+    process holds the directory's `RunLock` throughout: a second run into it is refused.
 
     Raises:
         CheckpointError: bad model directory or checkpoint, or a resume with changed settings.
         qarac.data.DataError: unreadable corpus file.
-        ValueError: inconsistent settings, or an output directory that holds a run.
+        ValueError: inconsistent settings, an output directory that holds a run, or
+            one another training process is writing (`RunLock`).
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved first.
     """
+    runtime = setup_runtime(train_config)
+    check_output_path(Path(train_config.output_dir))
+    # One writer per run directory, from before the first check of what it holds to the last write.
+    with RunLock(train_config.output_dir) if runtime.is_main else contextlib.nullcontext():
+        return _train(train_config, runtime)
+
+
+def _train(train_config: TrainConfig, runtime: Runtime) -> TrainResult:
     from qarac.presets import tiny_model_dir
     from qarac.validation import skip_value_checks
 
-    runtime = setup_runtime(train_config)
     output_dir = Path(train_config.output_dir)
     checkpoint = check_output_dir(train_config)
     model_dir = Path(train_config.model_dir) if train_config.model_dir else tiny_model_dir()
     model = build_model(train_config, model_dir)
     tokenizer = load_tokenizer_for(train_config, model_dir)
+    if checkpoint is not None:
+        check_same_tokenizer(checkpoint, tokenizer)
     dataset = build_dataset(train_config, tokenizer, model.config)
     loss_fn = QaracLoss(model.config)
     optimizer = make_optimizer(model, train_config)

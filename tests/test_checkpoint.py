@@ -216,3 +216,14 @@ def test_built_with_weights_can_share_the_tensors():
         assert torch.equal(after, source(inputs).encode_decode) and not torch.equal(before, after)
     with pytest.raises(RuntimeError, match="cannot share"):
         built_with_weights(lambda: QaracTrainerModel(config), {k: v.double() for k, v in state.items()}, share=True)
+
+
+def test_a_flipped_byte_in_the_weights_data_is_refused(tmp_path):
+    """Issue 23 item 8: the file still parses and has every weight; only its digest tells."""
+    QaracEncoderModel(tiny_config()).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"model.safetensors was changed after saving \(sha256"):
+        QaracEncoderModel.from_pretrained(tmp_path)

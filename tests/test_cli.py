@@ -29,7 +29,8 @@ def test_encode_and_generate(trained, tmp_path, capsys):
     vectors = tmp_path / "v.npy"
     main(["encode", str(trained), "--file", str(texts), "--output", str(vectors)])
     answers = np.load(vectors)
-    assert answers.shape == (2, 32) and answers.dtype == np.float32 and np.isfinite(answers).all()
+    assert answers.shape == (3, 32) and answers.dtype == np.float32 and np.isfinite(answers).all()
+    answers = answers[[0, 2]]  # row i is line i: the blank line 1 is encoded too
     main(["encode", str(trained), "All men are mortal.", "Socrates is a man.", "--question",
           "--output", str(vectors)])
     questions = np.load(vectors)
@@ -149,3 +150,136 @@ def test_generate_takes_a_float64_vector_file(trained, tmp_path, capsys):
     capsys.readouterr()
     main(["generate", str(trained), "--vector", str(tmp_path / "v64.npy"), "--max-length", "6"])
     assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+# --- issue 23: nothing lost, nothing misaligned ----------------------------------------------------
+
+def _copy_run(trained, tmp_path):
+    import shutil
+
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def _latest(run):
+    return run / (run / "latest").read_text().strip()
+
+
+def test_encode_file_row_i_is_line_i(trained, tmp_path, capsys):
+    """Item 5: a blank line was skipped, so row N of the output was no longer line N."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text("All men are mortal.\n\nSocrates is a man.\n", encoding="utf-8")
+    main(["encode", str(trained), "--file", str(texts), "--output", str(tmp_path / "file.npy")])
+    assert "3 vectors" in capsys.readouterr().out
+    main(["encode", str(trained), "All men are mortal.", "", "Socrates is a man.", "--output",
+          str(tmp_path / "args.npy")])
+    from_file, from_args = np.load(tmp_path / "file.npy"), np.load(tmp_path / "args.npy")
+    assert from_file.shape == (3, 32)
+    np.testing.assert_allclose(from_file, from_args, rtol=0, atol=1e-6)
+
+
+def test_generate_vector_that_is_no_array_says_so_without_inviting_unsafe_loading(trained, tmp_path, capsys):
+    """Item 10: random bytes were "pickled (object) data. If you trust the file you can load it unsafely"."""
+    noise = tmp_path / "noise.npy"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(trained), "--vector", str(noise)])
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1, error
+    assert "not a .npy array" in error and "unsafe" not in error and "pickle" not in error.lower(), error
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    _fails_with(capsys, ["generate", str(trained), "--vector", str(tmp_path / "objects.npy")], "Python objects")
+
+
+def test_encode_file_that_is_a_directory_and_output_under_a_file(trained, tmp_path, capsys):
+    """Item 11: `encode --file DIR` said "text file … does not exist"."""
+    _fails_with(capsys, ["encode", str(trained), "--file", str(tmp_path), "--output", str(tmp_path / "v")],
+                f"--file {tmp_path} is a directory")
+    (tmp_path / "plain").write_text("x")
+    _fails_with(capsys, ["encode", str(trained), "hi", "--output", str(tmp_path / "plain" / "v.npy")],
+                f"{tmp_path / 'plain'} is a file")
+    _fails_with(capsys, ["encode", str(trained), "hi", "--output", "/proc/v.npy"], "cannot create files in /proc")
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(trained, tmp_path, capsys):
+    """Item 8: a flipped byte in model.safetensors' data was encoded from, exit 0."""
+    run = _copy_run(trained, tmp_path)
+    weights = _latest(run) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x01  # in the tensor data, past the header: the file still parses
+    weights.write_bytes(bytes(data))
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")],
+                f"{weights} was changed after saving")
+
+
+def test_latest_may_not_lead_out_of_its_run(trained, tmp_path, capsys):
+    """Item 8: a `latest` holding ../../other-run/checkpoint-… was followed into another run."""
+    run = _copy_run(trained, tmp_path)
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (_latest(run)).rename(other / "checkpoint-00000002")
+    (run / "latest").write_text("../other-run/checkpoint-00000002")
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")], str(run / "latest"))
+    (run / "checkpoint-00000002").symlink_to(other / "checkpoint-00000002")
+    (run / "latest").write_text("checkpoint-00000002")
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")], "outside")
+
+
+@pytest.fixture(scope="module")
+def own_tokenizer_run(tmp_path_factory):
+    """A 1-step run with `--tokenizer DIR`, a tokenizer other than the embedded one."""
+    from qarac.data import DEFAULT_DATA_DIR, load_all_text
+    from qarac.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("own-tokenizer")
+    train_tokenizer(load_all_text(DEFAULT_DATA_DIR / "all_text.csv"), vocab_size=400).save_pretrained(root / "tok")
+    main(["train", "--output", str(root / "run"), "--tokenizer", str(root / "tok"), "--max-steps", "1",
+          "--batch-size", "4", "--max-length", "32", "--no-progress"])
+    return root
+
+
+def test_a_checkpoint_refuses_a_missing_or_other_tokenizer(own_tokenizer_run, tmp_path, capsys):
+    """Item 6: a checkpoint trained with --tokenizer DIR, its tokenizer.json removed, fell back
+    to the embedded tokenizer and encoded (cosine 0.896 to the right vectors), exit 0."""
+    import shutil
+
+    from qarac.tokenizer import DEFAULT_TOKENIZER_DIR
+
+    run = shutil.copytree(own_tokenizer_run / "run", tmp_path / "run")
+    main(["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")])  # intact: encodes
+    checkpoint = _latest(run)
+    (checkpoint / "tokenizer.json").unlink()
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")], "tokenizer.json")
+    for name in ("tokenizer.json", "vocab.json", "merges.txt"):
+        shutil.copy(DEFAULT_TOKENIZER_DIR / name, checkpoint / name)
+    _fails_with(capsys, ["encode", str(run), "hi", "--output", str(tmp_path / "v.npy")], "tokenizer")
+    _fails_with(capsys, ["generate", str(run), "--text", "hi"], "tokenizer")
+
+
+def test_resume_takes_the_runs_settings_unless_given(tmp_path, capsys):
+    """Item 13: `--resume` alone after `--batch-size 4` was refused ("batch_size 4 → 16")."""
+    import json
+
+    run = tmp_path / "run"
+    main(["train", "--output", str(run), "--max-steps", "1", "--batch-size", "4", "--max-length", "32",
+          "--lr", "1e-3", "--no-progress"])
+    main(["train", "--output", str(run), "--resume", "--max-steps", "2"])
+    state = json.loads((_latest(run) / "training_state.json").read_text())
+    assert state["step"] == 2
+    assert {key: state["train_config"][key] for key in ("batch_size", "max_length", "learning_rate", "progress")} == \
+        {"batch_size": 4, "max_length": 32, "learning_rate": 1e-3, "progress": False}
+    _fails_with(capsys, ["train", "--output", str(run), "--resume", "--max-steps", "3", "--batch-size", "16"],
+                "batch_size 4 → 16")
+
+
+@pytest.mark.parametrize("where", ["proc", "under_a_file"])
+def test_train_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch, where):
+    """Item 11: the output's writability is probed before the model is built, with the real cause
+    (run as root, permission bits pass /proc; a parent that is a regular file is no missing directory)."""
+    import qarac.train
+
+    monkeypatch.setattr(qarac.train, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    (tmp_path / "plain").write_text("x")
+    output, cause = {"proc": ("/proc/qarac-run", "--output /proc/qarac-run: cannot create it"),
+                     "under_a_file": (str(tmp_path / "plain" / "run"), f"{tmp_path / 'plain'} is a file")}[where]
+    _fails_with(capsys, ["train", "--output", output, "--max-steps", "1", "--no-progress"], cause)
+    assert (tmp_path / "plain").read_text() == "x"

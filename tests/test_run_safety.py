@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -227,3 +228,153 @@ def test_settings_read_back_from_json_compare_equal_and_a_changed_data_option_is
     assert changed_settings(saved, config) == []
     changed = dataclasses.replace(config, data_options=("padding=corpus",))
     assert changed_settings(saved, changed) == ["data_options ['padding=corpus_fit'] → ['padding=corpus']"]
+
+
+# --- issue 23 item 7: corpora edited in place ------------------------------------------------------
+
+def test_resume_on_corpora_edited_in_place_is_refused(tmp_path):
+    """The same data at another path was refused, but all_text cut from 1406 rows to 29 in place was not."""
+    data = small_corpus(tmp_path / "data", rows=6)
+    train(tiny_train_config(tmp_path / "run", max_steps=2, data_dir=str(data)))
+    lines = (data / "all_text.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    (data / "all_text.csv").write_text("".join(lines[:3]), encoding="utf-8")
+    with pytest.raises(CheckpointError) as error:
+        train(tiny_train_config(tmp_path / "run", max_steps=3, resume=True, data_dir=str(data)))
+    message = str(error.value)
+    assert "all_text.csv" in message and "changed" in message and "\n" not in message, message
+    assert not any((tmp_path / "run").glob("checkpoint-00000003*"))
+
+
+# --- issue 23 item 6: the run's tokenizer, by content ---------------------------------------------
+
+def test_resume_with_the_tokenizer_replaced_in_place_is_refused(tmp_path):
+    """The path is the run's, the tokenizer is not: only its digest tells."""
+    from qarac.data import DEFAULT_DATA_DIR, load_all_text
+    from qarac.tokenizer import load_default_tokenizer, train_tokenizer
+
+    data = small_corpus(tmp_path / "data", rows=6)
+    tokenizer_dir = tmp_path / "tok"
+    train_tokenizer(load_all_text(DEFAULT_DATA_DIR / "all_text.csv"), vocab_size=400).save_pretrained(tokenizer_dir)
+    train(tiny_train_config(tmp_path / "run", max_steps=1, data_dir=str(data), tokenizer_dir=str(tokenizer_dir)))
+    shutil.rmtree(tokenizer_dir)
+    load_default_tokenizer().save_pretrained(tokenizer_dir)
+    with pytest.raises(CheckpointError, match="trained with another tokenizer") as error:
+        train(tiny_train_config(tmp_path / "run", max_steps=2, resume=True, data_dir=str(data),
+                                tokenizer_dir=str(tokenizer_dir)))
+    assert "\n" not in str(error.value)
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-00000001"
+
+
+# --- issue 23 item 3: one writer per output directory -----------------------------------------------
+
+def _start_training(output: Path, *extra: str):
+    import subprocess
+    import sys
+
+    from training_helpers import REPO, subprocess_env
+
+    args = [sys.executable, "-m", "qarac", "train", "--output", str(output), "--max-steps", "100000",
+            "--checkpoint-every", "1", "--batch-size", "4", "--max-length", "32", "--no-progress", *extra]
+    return subprocess.Popen(args, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_until_training(output: Path, process) -> None:
+    """Until the first run has saved a checkpoint: it is training, its settings are on disk."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (output / LATEST_NAME).is_file():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"the first run never saved a checkpoint (status {process.poll()})")
+
+
+@pytest.mark.slow
+def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_recovered(tmp_path):
+    """Two `qarac train` into one --output: runs vanished or died mid-save; a --resume
+    started while the first trained was accepted and killed the first."""
+    import signal
+
+    from training_helpers import run_qarac
+
+    output = tmp_path / "run"
+    first = _start_training(output, "--lr", "1e-3")
+    try:
+        _wait_until_training(output, first)
+        for extra in (["--lr", "2e-3"], ["--overwrite"], ["--resume"]):
+            second = run_qarac("train", "--output", str(output), "--max-steps", "2", "--batch-size", "4",
+                               "--max-length", "32", "--no-progress", *extra)
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+            assert "in use by another training run" in lines[0] and f"pid {first.pid}" in lines[0], lines[0]
+        assert first.poll() is None  # the first run was not disturbed
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    # The holder died without releasing anything by hand: its lock is stale and recovered.
+    assert f"pid {first.pid}" in (output / train_module.LOCK_NAME).read_text()
+    state = train(tiny_train_config(output, max_steps=1, overwrite=True)).state
+    assert state.step == 1 and latest_checkpoint(output).name == "checkpoint-00000001"
+    assert not (output / train_module.LOCK_NAME).exists()  # removed by the run that took it over
+
+
+def test_the_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
+    """In one process: while `train` runs, another taker is refused naming this process."""
+    seen = []
+    real_save = train_module.save_checkpoint
+
+    def save_and_try_the_lock(output_dir, *args, **kwargs):
+        with pytest.raises(ValueError, match=f"in use by another training run \\(pid {os.getpid()} "):
+            with train_module.RunLock(output_dir):
+                pass
+        seen.append(True)
+        return real_save(output_dir, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_and_try_the_lock)
+    train(tiny_train_config(tmp_path, max_steps=1))
+    assert seen == [True]
+    assert not (tmp_path / train_module.LOCK_NAME).exists()  # released and removed when the run ended
+    with train_module.RunLock(tmp_path):
+        pass
+
+
+def test_a_failed_run_into_a_new_directory_leaves_nothing(tmp_path):
+    """The lock creates the output directory before the checks; a run refused there must not
+    leave it behind, nor a lock file in it."""
+    output = tmp_path / "new" / "run"
+    with pytest.raises(CheckpointError):
+        train(tiny_train_config(output, max_steps=1, model_dir=str(tmp_path / "no-such-model")))
+    assert not (tmp_path / "new").exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with pytest.raises(CheckpointError):
+        train(tiny_train_config(existing, max_steps=1, model_dir=str(tmp_path / "no-such-model")))
+    assert existing.is_dir() and not any(existing.iterdir())
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_locked_by_a_late_taker(tmp_path):
+    """A taker that opened the lock file just before its holder removed it locks a file no
+    one else will ever open: it must see that and take the file now at the path."""
+    first = train_module.RunLock(tmp_path).__enter__()
+    late = open(tmp_path / train_module.LOCK_NAME, "a+", encoding="utf-8")  # opened, not yet locked
+    first.__exit__(None, None, None)
+    real_open = open
+
+    def open_the_old_file_first(path, *args, **kwargs):
+        nonlocal late
+        if late is not None and str(path) == str(tmp_path / train_module.LOCK_NAME):
+            handle, late = late, None
+            return handle
+        return real_open(path, *args, **kwargs)
+
+    lock = train_module.RunLock(tmp_path)
+    with mock.patch("builtins.open", open_the_old_file_first):
+        lock.__enter__()
+    try:
+        with pytest.raises(ValueError, match="in use by another training run"):
+            with train_module.RunLock(tmp_path):
+                pass
+    finally:
+        lock.__exit__(None, None, None)
