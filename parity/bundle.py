@@ -66,6 +66,7 @@ class Bundle:
             tokenizer files), or None.
         directory: where the bundle was read from, or None for one built in memory.
         digest: the manifest's digest (`manifest_digest`), for a bundle read from disk.
+        schema_version: the schema it was read as (None for one built in memory; written as `SCHEMA_VERSION`).
     """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class Bundle:
     model_dir: Path | None = None
     directory: Path | None = None
     digest: str | None = None
+    schema_version: int | None = None
 
     def add(self, name: str, array: np.ndarray, description: str) -> None:
         if name in self.arrays:
@@ -205,7 +207,8 @@ def manifest_digest(manifest: Mapping[str, Any]) -> str:
 
 
 # Older schemas a caller may ask to read, and what they lack: schema 1 had no manifest digest and no
-# float64 run of the legacy (`parity.reproduction.with_float64_run` completes one for `check`).
+# float64 run of the legacy (`parity.upgrade` adds one, recorded by the legacy, for `check`;
+# `parity.reproduction.with_float64_run` borrows one to compare recordings).
 OLDER_SCHEMAS = {1: "no manifest digest, no float64 run of the legacy"}
 
 
@@ -224,8 +227,10 @@ def read_manifest(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHE
         raise BundleError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("schema_version") not in schemas:
         found = manifest.get("schema_version") if isinstance(manifest, dict) else None
+        remedy = (f"`python -m parity.upgrade {directory} --out NEW` completes it ({OLDER_SCHEMAS[found]})"
+                  if isinstance(found, int) and found in OLDER_SCHEMAS else "record the bundle again with this version")
         raise BundleError(f"{directory} has bundle schema version {found!r}; this qarac reads version "
-                          f"{SCHEMA_VERSION}: record the bundle again with this version")
+                          f"{SCHEMA_VERSION}: {remedy}")
     if manifest["schema_version"] >= 2 and manifest.get("digest") != manifest_digest(manifest):
         raise BundleError(f"bundle file {path} was changed after recording (its content no longer matches its digest)")
     try:
@@ -283,7 +288,7 @@ def read_bundle(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA
                   descriptions={name: entry["description"] for name, entry in listed.items()},
                   results=manifest.get("results", {}), meta=meta,
                   model_dir=weights if weights.is_dir() else None, directory=directory,
-                  digest=manifest.get("digest"))
+                  digest=manifest.get("digest"), schema_version=manifest["schema_version"])
 
 
 def check_same_model(bundle: Bundle, model_config: Mapping[str, Any], vocabulary: Mapping[str, int] | None = None) -> None:

@@ -22,7 +22,7 @@ from parity.capture import capture_torch, recorded_arguments
 from parity.compare import Comparison, compare_arrays
 from parity.port import build_port, determinism_checks, fixed_tolerance, primitives_agree, versions
 from parity.results import LegacyRun, ParityReport
-from parity.sharp import sharpened_weights
+from parity.sharp import VERSION_KEY, sharpened_weights
 from parity.stages import Capture
 from parity.training import check_training
 from qarac.losses import OBJECTIVES
@@ -139,7 +139,8 @@ def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
             runs[case] = forward_case(pt_legacy, run.captures[case], run.legacy_floors[case], inputs[case], case,
                                       tolerance, fallback, introduced=False, seed=seed, reorder=reorder,
                                       legacy64=legacy64.get(case))
-        with sharpened_weights(pt_legacy):  # the nonlinearities exercised (parity.sharp)
+        # the nonlinearities exercised, on the set of the version the legacy's run used (parity.sharp)
+        with sharpened_weights(pt_legacy, run.meta[VERSION_KEY]):
             runs["sharp"] = forward_case(pt_legacy, run.captures["sharp"], run.legacy_floors["sharp"],
                                          inputs["padded"], "sharp", tolerance, fallback, seed=seed, reorder=reorder,
                                          legacy64=legacy64.get("sharp"))

@@ -16,8 +16,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from parity.bundle import Bundle, BundleError, check_same_model, read_bundle, write_bundle
+from parity.bundle import SCHEMA_VERSION, Bundle, BundleError, check_same_model, read_bundle, write_bundle
 from parity.results import CAPTURES, CASES, LegacyBackward, LegacyFloat64, LegacyRun, LegacyTraining
+from parity.sharp import VERSION_KEY, version_of_bundle
 from parity.stages import Capture
 from qarac.batch import INPUT_NAMES, TokenBatch
 
@@ -47,6 +48,18 @@ def _what(mode: str) -> str:
     return f"legacy {mode} gradient of the total loss"
 
 
+def add_float64(bundle: Bundle, float64: LegacyFloat64) -> dict[str, Any]:
+    """Add the float64 run's arrays to `bundle` (`legacy64/`, `gradients64/`); return its JSON result."""
+    for case, capture in float64.captures.items():
+        for name, value in capture.arrays().items():
+            if not name.startswith("stage_in/"):  # compared are outputs and stages: their inputs are not kept
+                bundle.add(f"legacy64/{case}/{name}", value, f"float64 legacy forward, {case} batch: {name}")
+    return {"gradients_missing": _gradients("gradients64/tf/eager", float64.gradients, bundle,
+                                            "float64 legacy tf/eager gradient of the total loss"),
+            "substitutes": float64.substitutes,
+            "capture_orders": {case: c.order for case, c in float64.captures.items()}}
+
+
 def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
     """The run as a reference bundle (arrays, JSON results, and `model_files`: config and tokenizer)."""
     bundle = Bundle(meta=dict(run.meta), model_dir=model_files)
@@ -63,16 +76,7 @@ def to_bundle(run: LegacyRun, model_files: Path | None = None) -> Bundle:
             bundle.add(f"legacy/{case}/{name}", value, f"legacy forward, {case} batch: {name}")
     missing = {mode: _gradients(f"gradients/{mode}", grads, bundle, _what(mode))
                for mode, grads in run.gradients.items()}
-    float64 = None
-    if run.float64 is not None:
-        for case, capture in run.float64.captures.items():
-            for name, value in capture.arrays().items():
-                if not name.startswith("stage_in/"):  # compared are outputs and stages: their inputs are not kept
-                    bundle.add(f"legacy64/{case}/{name}", value, f"float64 legacy forward, {case} batch: {name}")
-        float64 = {"gradients_missing": _gradients("gradients64/tf/eager", run.float64.gradients, bundle,
-                                                   "float64 legacy tf/eager gradient of the total loss"),
-                   "substitutes": run.float64.substitutes,
-                   "capture_orders": {case: c.order for case, c in run.float64.captures.items()}}
+    float64 = None if run.float64 is None else add_float64(bundle, run.float64)
     for kind in ("stage_inputs", "upstream", "input_gradients"):
         for name, value in getattr(run.backward, kind).items():
             bundle.add(f"backward/{kind}/{name}", value, f"legacy backward, padded batch: {kind} of stage {name}")
@@ -145,7 +149,11 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
         steps = len(recorded["eager"])
         training = LegacyTraining(recorded["settings"], [bundle.group(f"training/{step}") for step in range(steps)],
                                   recorded["eager"], recorded["graph"])
-    return LegacyRun(dict(bundle.meta), weights, results["weight_summary"], inputs, targets,
+    try:  # a bundle built in memory is written as this schema
+        sharpened_set = version_of_bundle(bundle.meta, bundle.schema_version or SCHEMA_VERSION)
+    except ValueError as error:
+        raise BundleError(f"bundle {bundle.directory}: {error}") from None
+    return LegacyRun({**bundle.meta, VERSION_KEY: sharpened_set}, weights, results["weight_summary"], inputs, targets,
                      {case: _read_capture(bundle, case, orders[case]) for case in CAPTURES}, floors,
                      results["determinism"], gradients, results["fit_warning"], results["parameters"],
                      results["fit_missing"], legacy_backward,

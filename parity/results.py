@@ -78,7 +78,7 @@ class LegacyRun:
 
     Attributes:
         meta: model (directory), legacy_versions, seed, batch_size, model_config (the RoBERTa
-            architecture), vocabulary_sha256.
+            architecture), vocabulary_sha256, and the sharpened weight set's version (`parity.sharp.VERSION_KEY`).
         weights: every parameter of the port's legacy preset after the weight bridge, by PyTorch name.
         weight_summary: the bridge's summary and whether PT -> TF -> PT is bit-exact.
         inputs: case -> trainer input -> tokens; targets: the padded batch's targets.

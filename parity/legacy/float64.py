@@ -83,13 +83,14 @@ def legacy_float64(model_dir: Any, seed: int, pt_legacy: Any, weight_map: Any) -
 
 
 def record_float64(model_dir: Path, seed: int, pt_legacy: Any, weight_map: Any,
-                   inputs: Mapping[str, Any], targets: Mapping[str, Any]) -> LegacyFloat64:
-    """The legacy built in float64 with `pt_legacy`'s weights: every case's forward and the padded
-    batch's eager gradients of the total loss (`legacy_float64`)."""
+                   inputs: Mapping[str, Any], targets: Mapping[str, Any], sharpened_set: int) -> LegacyFloat64:
+    """The legacy built in float64 with `pt_legacy`'s weights: every case's forward (the sharpened case
+    on the weight set of version `sharpened_set`, `parity.sharp`) and the padded batch's eager gradients
+    of the total loss (`legacy_float64`)."""
     release_memory()
     model = legacy_float64(model_dir, seed, pt_legacy, weight_map)
     captures = {case: capture_keras(model, inputs[case]) for case in CASES}
-    with sharpened(pt_legacy, model, weight_map):
+    with sharpened(pt_legacy, model, weight_map, sharpened_set):
         captures["sharp"] = capture_keras(model, inputs["padded"])
     grads = weight_map.as_pt(tf_gradients(model, inputs["padded"], targets, "eager"))
     del model

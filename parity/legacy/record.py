@@ -33,7 +33,7 @@ from parity.legacy.tensors import disable_tf32, tf_gradients
 from parity.legacy.training import record_legacy_training
 from parity.noise import reorder_moved
 from parity.results import CASES, LegacyRun
-from parity.sharp import sharpened
+from parity.sharp import CURRENT_VERSION, VERSION_KEY, sharpened
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.base import skip_init
 from qarac.checkpoint import read_roberta_config
@@ -131,7 +131,7 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     reorder = reorder_moved(floors["padded"])
     for case in ("unpadded", "max_length"):
         floors[case] = legacy_floor_variants(tf_model, inputs[case], captures[case], seed, reorder)
-    with sharpened(pt_legacy, tf_model, weight_map):
+    with sharpened(pt_legacy, tf_model, weight_map, CURRENT_VERSION):
         captures["sharp"] = capture_keras(tf_model, inputs["padded"])
         floors["sharp"] = legacy_floor_variants(tf_model, inputs["padded"], captures["sharp"], seed, reorder)
     again = capture_keras(tf_model, inputs["padded"]).arrays()
@@ -145,7 +145,7 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     lap("gradients")
     progress("legacy: float64 run (forward of every batch, eager gradients)")
     del tf_model, again  # the float32 legacy's memory goes back before the float64 one is built
-    float64 = record_float64(model_dir, seed, pt_legacy, weight_map, inputs, batch.targets)
+    float64 = record_float64(model_dir, seed, pt_legacy, weight_map, inputs, batch.targets, CURRENT_VERSION)
     lap("float64")
     training = None
     if train_steps:
@@ -154,7 +154,8 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
         lap("training")
     tokenizer = tokenizer_for(model_dir, pt_legacy.config)
     meta = {"model": str(model_dir), "legacy_versions": legacy_versions(), "seed": seed, "batch_size": batch_size,
-            "model_config": dict(pt_legacy.config.base), "vocabulary_sha256": vocabulary_sha256(tokenizer.get_vocab())}
+            "model_config": dict(pt_legacy.config.base), "vocabulary_sha256": vocabulary_sha256(tokenizer.get_vocab()),
+            VERSION_KEY: CURRENT_VERSION}
     canonical = [entry.pt_name for entry in weight_map.entries]
     fit_missing = sorted(weight_map.tf_to_pt()[name] for name in fit_warning)
     return LegacyRun(meta, weights, summary, inputs, batch.targets, captures, floors, determinism, grads,
