@@ -132,11 +132,8 @@ def read_checkpoint_config(directory: str | os.PathLike) -> tuple[str, QaracConf
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def verify_files(directory: Path, files: Any) -> None:
