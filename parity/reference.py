@@ -106,6 +106,14 @@ def _read_tokens(bundle: Bundle, prefix: str) -> TokenBatch:
                       torch.from_numpy(bundle.array(f"{prefix}/attention_mask").copy()))
 
 
+def read_batches(bundle: Bundle) -> tuple[dict[str, dict[str, TokenBatch]], dict[str, Any]]:
+    """The bundle's own batches: case -> trainer input -> tokens, and the padded batch's targets."""
+    inputs = {case: {name: _read_tokens(bundle, f"inputs/{case}/{name}") for name in INPUT_NAMES} for case in CASES}
+    targets: dict[str, Any] = {name: _read_tokens(bundle, f"targets/{name}") for name in ("encode_decode", "reasoning")}
+    targets["consistency"] = torch.from_numpy(bundle.array("targets/consistency").copy())
+    return inputs, targets
+
+
 def _read_capture(bundle: Bundle, case: str, order: list[str], prefix: str = "legacy") -> Capture:
     arrays = bundle.group(f"{prefix}/{case}")
     capture = Capture(order=list(order))
@@ -134,9 +142,7 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
         raise BundleError(f"bundle {bundle.directory} holds noise floors of version {floors_version!r}; this qarac "
                           f"reads version {NOISE_FLOORS_VERSION}: record the bundle again with this version")
     weights = bundle.group("weights")
-    inputs = {case: {name: _read_tokens(bundle, f"inputs/{case}/{name}") for name in INPUT_NAMES} for case in CASES}
-    targets: dict[str, Any] = {name: _read_tokens(bundle, f"targets/{name}") for name in ("encode_decode", "reasoning")}
-    targets["consistency"] = torch.from_numpy(bundle.array("targets/consistency").copy())
+    inputs, targets = read_batches(bundle)
     gradients = {}
     for mode, names in missing.items():
         present = bundle.group(f"gradients/{mode}")

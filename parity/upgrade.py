@@ -37,9 +37,7 @@ import torch
 
 from parity.agreement import Agreement, judge, magnitude_scale
 from parity.bundle import MANIFEST_NAME, OLDER_SCHEMAS, SCHEMA_VERSION, Bundle, BundleError, read_bundle, write_bundle
-from parity.results import CASES
 from parity.sharp import VERSION_KEY, version_of_bundle
-from qarac.batch import INPUT_NAMES, TokenBatch
 
 # The manifest field that says the float64 run was added after the recording, by whom and where.
 ADDED_KEY = "float64_added"
@@ -110,19 +108,6 @@ def check_model(bundle: Bundle, model_dir: Path) -> None:
     check_same_model(bundle, dict(architecture.base), tokenizer_for(model_dir, architecture).get_vocab())
 
 
-def _tokens(bundle: Bundle, prefix: str) -> TokenBatch:
-    return TokenBatch(torch.from_numpy(bundle.array(f"{prefix}/input_ids").copy()),
-                      torch.from_numpy(bundle.array(f"{prefix}/attention_mask").copy()))
-
-
-def batches(bundle: Bundle) -> tuple[dict[str, dict[str, TokenBatch]], dict[str, Any]]:
-    """The bundle's own batches: case -> trainer input -> tokens, and the padded batch's targets."""
-    inputs = {case: {name: _tokens(bundle, f"inputs/{case}/{name}") for name in INPUT_NAMES} for case in CASES}
-    targets: dict[str, Any] = {name: _tokens(bundle, f"targets/{name}") for name in ("encode_decode", "reasoning")}
-    targets["consistency"] = torch.from_numpy(bundle.array("targets/consistency").copy())
-    return inputs, targets
-
-
 def legacy_with_weights(bundle: Bundle, model_dir: Path) -> tuple[Any, Any]:
     """The port's legacy preset holding exactly the bundle's weights, and the weight map to the legacy.
 
@@ -187,7 +172,7 @@ def upgrade(path: Path, out: Path, model_dir: Path | None = None) -> tuple[Path,
             float64 run of the legacy here does not reproduce within float32 error (nothing is written).
     """
     from parity.legacy.float64 import record_float64
-    from parity.reference import add_float64
+    from parity.reference import add_float64, read_batches
 
     bundle, sharpened_set = read_old(path, out)
     if model_dir is None:
@@ -196,7 +181,7 @@ def upgrade(path: Path, out: Path, model_dir: Path | None = None) -> tuple[Path,
         model_dir = tiny_model_dir()
     check_model(bundle, model_dir)
     pt_legacy, weight_map = legacy_with_weights(bundle, model_dir)
-    inputs, targets = batches(bundle)
+    inputs, targets = read_batches(bundle)
     run = record_float64(model_dir, int(bundle.meta["seed"]), pt_legacy, weight_map, inputs, targets, sharpened_set)
     added = Bundle()
     result = add_float64(added, run)
