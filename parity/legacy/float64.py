@@ -77,6 +77,12 @@ def legacy_float64(model_dir: Any, seed: int, pt_legacy: Any, weight_map: Any) -
         layer.sqrt_att_head_size = np.float64(layer.sqrt_att_head_size)
     if any(variable.dtype != tf.float64 for variable in model.trainable_variables):
         raise RuntimeError("the float64 legacy trainer holds variables of another dtype")
+    # Built from the config, the bases hold initial values: a variable the map does not write would
+    # keep one and move the float64 run silently.
+    written = {entry.tf_name for entry in weight_map.entries}
+    unwritten = sorted(variable.name for variable in model.weights if variable.name not in written)
+    if unwritten:
+        raise RuntimeError(f"the float64 legacy trainer's variables {unwritten} are not written by the weight map")
     bridge.copy_pt_to_tf(pt_legacy, model, weight_map)  # float32 values, exactly representable in float64
     return model
 
