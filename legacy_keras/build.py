@@ -63,7 +63,7 @@ def read_config(model_dir: str | os.PathLike) -> RobertaConfig:
     return RobertaConfig.from_pretrained(model_dir)
 
 
-def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> TFRobertaModel:
+def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False, load_weights: bool = True) -> TFRobertaModel:
     """Loads a `TFRobertaModel` (pooler included) from PyTorch or TF weights.
 
     Args:
@@ -71,6 +71,9 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
             (loaded with `from_pt=True`) or tf_model.h5; pickled `pytorch_model.bin`
             is refused (convert it to safetensors).
         is_decoder: build the causal decoder base.
+        load_weights: False: built from the config alone, as `from_pretrained` builds it (the same
+            variables, names and shapes), holding initial values, for a caller that writes every
+            weight itself (the float64 legacy: converting the checkpoint again is the slow part).
 
     Raises:
         FileNotFoundError: missing directory, config or weights.
@@ -81,6 +84,10 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False) -> T
     config = read_config(model_dir)
     config.is_decoder = is_decoder
     config.add_cross_attention = False
+    if not load_weights:
+        model = TFRobertaModel(config)
+        model.build_in_name_scope()
+        return model
     tf_weights = [name for name in TF_WEIGHTS if (model_dir / name).is_file()]
     pt_weights = [name for name in PT_WEIGHTS if (model_dir / name).is_file()]
     if not tf_weights and not pt_weights:
@@ -124,7 +131,7 @@ def build_decoder(model_dir=None, *, base_model=None, seed: int = 0) -> QaracDec
 
 
 def build_trainer(model_dir=None, *, seed: int = 0, fix_local_projection_gradient: bool = False,
-                  compile: bool = True, reset_names: bool = True) -> QaracTrainerModel:
+                  compile: bool = True, reset_names: bool = True, load_weights: bool = True) -> QaracTrainerModel:
     """The legacy trainer, built (and compiled as the original unless `compile=False`).
 
     Args:
@@ -135,14 +142,15 @@ def build_trainer(model_dir=None, *, seed: int = 0, fix_local_projection_gradien
         reset_names: clear Keras' name counters first, so the variables are
             named exactly as in the seed (`tf_roberta_model`, `tf_roberta_model_1`,
             `qarac_trainer_model`, ...) however many models the process built before.
+        load_weights: False: the bases are not loaded from the checkpoint (`load_base_model`).
     """
     model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
     read_config(model_dir)  # fail early, before touching Keras state
     if reset_names:
         keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    base_encoder = load_base_model(model_dir, is_decoder=False)
-    base_decoder = load_base_model(model_dir, is_decoder=True)
+    base_encoder = load_base_model(model_dir, is_decoder=False, load_weights=load_weights)
+    base_decoder = load_base_model(model_dir, is_decoder=True, load_weights=load_weights)
     trainer = QaracTrainerModel(base_encoder, base_decoder, fix_local_projection_gradient)
     inputs, _ = synthetic_batch(base_encoder.config, batch_size=1, seq_len=3, seed=seed)
     trainer(inputs, training=False)  # creates the heads' variables under the trainer's name scope

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from parity.agreement import magnitude_scale
-from parity.capture import recorded_arguments, torch_stage_modules
+from parity.capture import capture_torch, torch_stage_modules
 from parity.compare import Comparison, compare_arrays
 from parity.forward import stage_mask
 from parity.results import LegacyBackward
@@ -40,11 +40,11 @@ def introduced_backward(pt_model: Any, legacy: LegacyBackward, inputs: Mapping[s
 
     Args:
         calls: the stages' arguments in a forward of `pt_model` on `inputs` already run
-            (`recorded_arguments`); None runs one.
+            (`parity.capture.capture_torch`'s `arguments`); None runs one.
     """
     if calls is None:
-        with torch.no_grad(), recorded_arguments(pt_model) as calls:
-            pt_model(inputs)
+        calls = {}
+        capture_torch(pt_model, inputs, arguments=calls)
     modules = torch_stage_modules(pt_model)
     results = []
     for name in legacy.order:

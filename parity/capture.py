@@ -26,7 +26,8 @@ def _torch_numpy(value: Any) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None = None) -> Iterator[Capture]:
+def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None = None,
+                arguments: dict[str, tuple[tuple, dict]] | None = None) -> Iterator[Capture]:
     """Record every stage of `model`'s forward passes run inside the block.
 
     Args:
@@ -34,6 +35,9 @@ def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None =
         substitute: stage name -> an input to feed that stage *instead of* what the
             forward hands it (same shape); used to measure the error each stage
             introduces on its own, given the legacy's input.
+        arguments: filled with stage name -> the (args, kwargs) the forward called the stage with,
+            before any substitution, the tensors themselves (`parity.backward` re-runs each stage
+            alone with them).
 
     Yields: the `Capture` being filled (outputs are left to the caller).
     """
@@ -44,6 +48,8 @@ def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None =
 
     def before(site: str, module, args, kwargs):
         name = recorder.name(site)
+        if arguments is not None:
+            arguments[name] = (args, kwargs)
         replacement = (substitute or {}).get(name)
         if replacement is not None and args:
             args = (torch.as_tensor(replacement, dtype=args[0].dtype, device=args[0].device), *args[1:])
@@ -66,32 +72,14 @@ def torch_hooks(model: Any, substitute: Mapping[str, np.ndarray | None] | None =
 
 
 def capture_torch(model: Any, inputs: Mapping[str, Any],
-                  substitute: Mapping[str, np.ndarray | None] | None = None) -> Capture:
-    """One trainer forward of the PyTorch model (no grad), every stage recorded."""
+                  substitute: Mapping[str, np.ndarray | None] | None = None,
+                  arguments: dict[str, tuple[tuple, dict]] | None = None) -> Capture:
+    """One trainer forward of the PyTorch model (no grad), every stage recorded (`torch_hooks`)."""
     if model.uses_batched_calls:
         raise ValueError("stage capture follows the legacy's call order: use a model on the per-call path "
                          "(the legacy preset, or batched_calls=False)")
-    with torch.no_grad(), torch_hooks(model, substitute) as capture:
+    with torch.no_grad(), torch_hooks(model, substitute, arguments) as capture:
         outputs = model(inputs).as_dict()
     capture.outputs = {name: value.detach().cpu().numpy() for name, value in outputs.items()}
     return capture
 
-
-@contextlib.contextmanager
-def recorded_arguments(model: Any) -> Iterator[dict[str, tuple[tuple, dict]]]:
-    """Stage name -> the (args, kwargs) the port's real forward called it with (`parity.backward`
-    re-runs each stage alone with them)."""
-    modules = torch_stage_modules(model)
-    recorder = StageRecorder(num_layers(model, TORCH_ROBERTA), lambda value: value)
-    calls: dict[str, tuple[tuple, dict]] = {}
-
-    def before(site, module, args, kwargs):
-        calls[recorder.name(site)] = (args, kwargs)
-
-    handles = [module.register_forward_pre_hook(functools.partial(before, site), with_kwargs=True)
-               for site, module in modules.items()]
-    try:
-        yield calls
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from parity import backward, exactness, forward, gradient_parity, gradients, ledger, noise
-from parity.capture import capture_torch, recorded_arguments
+from parity.capture import capture_torch
 from parity.compare import Comparison, compare_arrays
 from parity.port import build_port, determinism_checks, fixed_tolerance, primitives_agree, versions
 from parity.results import LegacyRun, ParityReport
@@ -151,8 +151,10 @@ def _check(run: LegacyRun, tolerance: float | None, device: str | torch.device,
         with timer.stage("float64"):
             report.float64 = float64_exactness(run, pt_legacy, runs, inputs, targets, bound).to_dict()
     noise.release_twins(pt_legacy)
-    with timer.stage("determinism"), recorded_arguments(pt_legacy) as stage_calls:
-        report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism)
+    stage_calls: dict[str, tuple[tuple, dict]] = {}  # the repeated forward's stage arguments, for the backward
+    with timer.stage("determinism"):
+        report.determinism = determinism_checks(pt_legacy, inputs["padded"], runs["padded"].pt, run.determinism,
+                                                stage_calls)
     with timer.stage("gradients"):
         _gradient_sections(report, run, pt_legacy, pt_default, inputs["padded"], targets, stage_calls,
                            lambda step: progress(f"gradients: {step}"))

@@ -53,10 +53,10 @@ def check_flags(args: argparse.Namespace, bundle: Path | None = None) -> None:
 
 def report_paths(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """(flag, path) of every file the report flags write; `--plot` writes two."""
-    from parity.plot import stage_plot_path
-
     paths = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS if getattr(args, flag) is not None]
     if args.plot is not None:
+        from parity.plot import stage_plot_path  # matplotlib (0.6 s) only where a plot is asked for
+
         paths.append(("--plot (its stage plot)", stage_plot_path(args.plot)))
     return paths
 
@@ -147,10 +147,11 @@ def write_outputs(report, args: argparse.Namespace) -> list[str]:
     Returns:
         One line per file that could not be written.
     """
-    from parity.plot import plot_gradient_flow, plot_stage_errors, stage_plot_path
     from parity.report import write_json, write_markdown
 
     def plots(report, path: Path) -> None:
+        from parity.plot import plot_gradient_flow, plot_stage_errors, stage_plot_path
+
         plot_gradient_flow(report, path)
         plot_stage_errors(report, stage_plot_path(path))
 

@@ -76,13 +76,18 @@ def fixed_tolerance(config: QaracConfig) -> float:
 
 
 def determinism_checks(pt_model: QaracTrainerModel, inputs, pt_first: Capture,
-                       recorded: Mapping[str, bool]) -> dict[str, bool]:
+                       recorded: Mapping[str, bool],
+                       arguments: dict[str, tuple[tuple, dict]] | None = None) -> dict[str, bool]:
     """TF32 off and dropout off in the port, read back; a repeated forward is identical to the first;
-    with the legacy's own flags as recorded (`tf_tf32_off`, `tf_repeat_identical`)."""
+    with the legacy's own flags as recorded (`tf_tf32_off`, `tf_repeat_identical`).
+
+    Args:
+        arguments: filled with the repeated forward's stage arguments (`capture_torch`).
+    """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     pt_model.eval()
-    pt_again = capture_torch(pt_model, inputs).arrays()
+    pt_again = capture_torch(pt_model, inputs, arguments=arguments).arrays()
     return {
         "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
         "tf_tf32_off": bool(recorded["tf_tf32_off"]),

@@ -42,6 +42,7 @@ def test_check_passes_on_the_shipped_bundle_without_tensorflow(tmp_path):
             f"code = main(['check', {str(SHIPPED)!r}, '--quiet', '--json', {str(report)!r}, '--expect-digest', {digest!r}])\n"
             "bad = sorted(m for m in sys.modules if m.startswith(('tensorflow', 'tf_keras', 'keras')))\n"
             "assert not bad, bad\n"
+            "assert 'matplotlib' not in sys.modules, 'no --plot, yet matplotlib was imported'\n"
             "sys.exit(code)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, cwd=REPO)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

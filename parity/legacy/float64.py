@@ -12,9 +12,8 @@ import numpy as np
 from legacy_keras._tf import tf
 from legacy_keras.build import build_trainer
 from parity import bridge
-from parity.legacy.capture import capture_keras
+from parity.legacy.capture import capture_and_gradients, capture_keras
 from parity.sharp import sharpened
-from parity.legacy.tensors import tf_gradients
 from parity.memory import release_memory
 from parity.results import CASES, LegacyFloat64
 
@@ -69,8 +68,8 @@ def legacy_float64(model_dir: Any, seed: int, pt_legacy: Any, weight_map: Any) -
     """
     from transformers.models.roberta.modeling_tf_roberta import TFRobertaSelfAttention
 
-    with float64_build():
-        model = build_trainer(model_dir, seed=seed, compile=False)
+    with float64_build():  # every weight is written below: the checkpoint is not converted again
+        model = build_trainer(model_dir, seed=seed, compile=False, load_weights=False)
     attention = [layer for layer in model.submodules if isinstance(layer, TFRobertaSelfAttention)]
     if not attention:
         raise RuntimeError("found no TFRobertaSelfAttention layer in the float64 legacy trainer")
@@ -78,6 +77,12 @@ def legacy_float64(model_dir: Any, seed: int, pt_legacy: Any, weight_map: Any) -
         layer.sqrt_att_head_size = np.float64(layer.sqrt_att_head_size)
     if any(variable.dtype != tf.float64 for variable in model.trainable_variables):
         raise RuntimeError("the float64 legacy trainer holds variables of another dtype")
+    # Built from the config, the bases hold initial values: a variable the map does not write would
+    # keep one and move the float64 run silently.
+    written = {entry.tf_name for entry in weight_map.entries}
+    unwritten = sorted(variable.name for variable in model.weights if variable.name not in written)
+    if unwritten:
+        raise RuntimeError(f"the float64 legacy trainer's variables {unwritten} are not written by the weight map")
     bridge.copy_pt_to_tf(pt_legacy, model, weight_map)  # float32 values, exactly representable in float64
     return model
 
@@ -89,10 +94,11 @@ def record_float64(model_dir: Path, seed: int, pt_legacy: Any, weight_map: Any,
     of the total loss (`legacy_float64`)."""
     release_memory()
     model = legacy_float64(model_dir, seed, pt_legacy, weight_map)
-    captures = {case: capture_keras(model, inputs[case]) for case in CASES}
+    # The padded batch's capture and gradients from one forward (a taped forward computes what an untaped one does).
+    padded, grads = capture_and_gradients(model, inputs["padded"], targets)
+    captures = {"padded": padded, **{case: capture_keras(model, inputs[case]) for case in CASES if case != "padded"}}
     with sharpened(pt_legacy, model, weight_map, sharpened_set):
         captures["sharp"] = capture_keras(model, inputs["padded"])
-    grads = weight_map.as_pt(tf_gradients(model, inputs["padded"], targets, "eager"))
     del model
     release_memory()
-    return LegacyFloat64(captures, grads, dict(FLOAT64_SUBSTITUTES))
+    return LegacyFloat64(captures, weight_map.as_pt(grads), dict(FLOAT64_SUBSTITUTES))
