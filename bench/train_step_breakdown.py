@@ -38,7 +38,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from bench.common import machine
 from bench.train_speed import batches_of_run, gemm_floor_ms, record_products, run_config, write_corpus
 from bench.trainer_step import SIZES
-from qarac.cpu_memory import keep_freed_memory
 from qarac.presets import build_base_checkpoint
 
 WARMUP = 3
@@ -146,7 +145,6 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps (after 3 untimed)")
     args = parser.parse_args(argv)
-    keep_freed_memory()  # as `qarac train` on CPU
     with tempfile.TemporaryDirectory() as directory:
         root = Path(directory)
         model_dir = build_base_checkpoint(root / "models" / "mid", "tiny", 0, **SIZES["mid"])

@@ -56,7 +56,6 @@ from qarac.batch import QaracBatch
 from qarac.checkpoint import (CheckpointError, atomic_write, atomic_write_text, load_safetensors,
                               read_checkpoint_record, sha256_of)
 from qarac.config import QaracConfig
-from qarac.cpu_memory import keep_freed_memory
 from qarac.data import (DEFAULT_DATA_DIR, CorpusBatches, DataConfig, QaracDataset, data_config_for,
                         make_dataloader)
 from qarac.losses import LossBreakdown, QaracLoss
@@ -1049,8 +1048,6 @@ def _train(train_config: TrainConfig, runtime: Runtime) -> TrainResult:
         remove_run(output_dir)
     elif runtime.is_main:
         remove_stale(output_dir)
-    if runtime.device.type == "cpu":
-        keep_freed_memory()  # activations' memory reused from step to step, not faulted in again
     model.to(runtime.device).train()
     pad_vocabulary_products(model, padding_multiple_for(runtime.device.type, train_config.pad_vocab))
     ddp_model = wrap_distributed(model, runtime)
