@@ -9,7 +9,6 @@ min and mean are kept in the JSON.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from parity.host import cpu_model
 from qarac import _hf  # noqa: F401
 from qarac.batch import INPUT_NAMES, TokenBatch
 
@@ -30,12 +30,7 @@ DECODER_TARGETS = {"offset_text": "encode_decode", "conclusion_offset": "reasoni
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, load and library versions, recorded beside every figure."""
-    cpu = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     info = {"nproc": os.cpu_count(), "cpu": cpu, "torch_threads": torch.get_num_threads(),
             "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
             "torch": torch.__version__}

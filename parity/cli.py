@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from parity.cli_args import OUTPUT_FLAGS, parse_args, parse_check_args, parse_record_args
-from parity.logs import silence_library_logs, start_tensorflow_quietly
+from parity.logs import require_tensorflow, silence_library_logs, start_tensorflow_quietly
 from qarac.checkpoint import WEIGHTS_NAME, CheckpointError, read_roberta_config
 
 
@@ -101,11 +101,8 @@ def check_creatable(path: Path, flag: str) -> None:
 
 def check_tensorflow() -> None:
     """The live run and `record` run the legacy: refuse, in one line, where TensorFlow is not installed."""
-    import importlib.util
-
-    if importlib.util.find_spec("tensorflow") is None:
-        raise ValueError("the live run and `record` need TensorFlow (the `legacy` extra: pip install -e '.[legacy]'); "
-                         "without it, check the port against a reference bundle: qarac-parity check BUNDLE")
+    require_tensorflow("the live run and `record` need",
+                       "; without it, check the port against a reference bundle: qarac-parity check BUNDLE")
 
 
 def check_keras3() -> None:

@@ -8,6 +8,16 @@ import sys
 from typing import Iterator
 
 
+def require_tensorflow(who: str, alternative: str = "") -> None:
+    """One line naming the missing extra, before any work, where TensorFlow is not installed.
+
+    `who` says what needs it, verb included ("the live run and `record` need")."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ValueError(f"{who} TensorFlow (the `legacy` extra: pip install -e '.[legacy]'){alternative}")
+
+
 def silence_library_logs() -> None:
     """TensorFlow's C++ start-up lines (among them "failed call to cuInit", harmless on a
     CPU-only machine but worded like a failure), its Python warnings and transformers'

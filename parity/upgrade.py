@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,6 +34,8 @@ import torch
 
 from parity.agreement import Agreement, judge, magnitude_scale
 from parity.bundle import MANIFEST_NAME, OLDER_SCHEMAS, SCHEMA_VERSION, Bundle, BundleError, read_bundle, write_bundle
+from parity.host import cpu_model
+from parity.logs import require_tensorflow, silence_library_logs
 from parity.sharp import VERSION_KEY, version_of_bundle
 
 # The manifest field that says the float64 run was added after the recording, by whom and where.
@@ -52,17 +51,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "RoBERTa); must match the bundle's architecture and vocabulary. Its weights "
                              "are replaced by the bundle's")
     return parser.parse_args(argv)
-
-
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it (`platform.processor()` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def commit() -> str:
@@ -196,30 +184,13 @@ def upgrade(path: Path, out: Path, model_dir: Path | None = None) -> tuple[Path,
     return out, judged
 
 
-def check_tensorflow() -> None:
-    if importlib.util.find_spec("tensorflow") is None:
-        raise ValueError("the upgrade runs the legacy in float64 and needs TensorFlow "
-                         "(the `legacy` extra: pip install -e '.[legacy]')")
-
-
-def quiet_libraries() -> None:
-    """TensorFlow's start-up lines and transformers' load notices bury the one line of result."""
-    import logging
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # read when TensorFlow is imported
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
         read_old(args.bundle, args.out)  # bad input refused before TensorFlow starts
-        check_tensorflow()
-        quiet_libraries()
+        require_tensorflow("the upgrade runs the legacy in float64 and needs")
+        silence_library_logs()
         out, judged = upgrade(args.bundle, args.out, args.model)
     except (BundleError, ValueError, OSError) as error:
         print(f"parity.upgrade: error: {' '.join(str(error).split())}", file=sys.stderr)
