@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +29,19 @@ def tiny_model_dir():
     from qarac.presets import tiny_model_dir as build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def fresh_recording(tiny_model_dir):
+    """The legacy recorded again (`record_legacy`, needs TensorFlow) with the shipped bundle's settings
+    (seed, batch size, training steps): one recording, the suite's slowest step, serves each test that
+    reads one (the reproduction of the bundle, training parity, the `fit` probe's names)."""
+    from parity.bundle import read_bundle
+    from parity.legacy.record import record_legacy
+
+    shipped = read_bundle(Path(__file__).resolve().parent.parent / "reference" / "tiny")
+    return record_legacy(tiny_model_dir, shipped.meta["seed"], shipped.meta["batch_size"],
+                         shipped.results["training"]["settings"]["steps"])
 
 
 # Module-scoped, so each test module gets its own instance (a test that changes one cannot reach another module).

@@ -312,16 +312,28 @@ def test_forward_parity_holds_for_random_tiny_configs(tmp_path_factory, architec
 
 
 @pytest.mark.slow
-def test_training_parity_with_legacy_fit(tiny_model_dir):
+def test_training_parity_with_legacy_fit(fresh_recording, tiny_model_dir, monkeypatch):
+    from parity.legacy import training as legacy_training
     from parity.live import training_parity
     from parity.training import TRAINING_TOLERANCE
 
-    result = training_parity(tiny_model_dir, steps=5, batch_size=3)
+    # The legacy's K steps of `fit` are the suite's one fresh recording's (`record_legacy_training` with
+    # the shipped bundle's settings: 3 steps of batch 4, seed 0), handed to the live function in place
+    # of recording them a second time.
+    settings = fresh_recording.training.settings
+    steps, batch_size, seed = settings["steps"], settings["batch_size"], settings["seed"]
+
+    def recorded(model_dir, *args):
+        assert (model_dir, *args) == (tiny_model_dir, steps, batch_size, seed)
+        return fresh_recording.training, fresh_recording.weights
+
+    monkeypatch.setattr(legacy_training, "record_legacy_training", recorded)
+    result = training_parity(tiny_model_dir, steps=steps, batch_size=batch_size, seed=seed)
     # On the original's batches (docs/legacy.md §1.5), built by each side's own pipeline code, identical.
     assert result.data == "legacy_pipeline" and result.batches_identical
-    assert len(result.batch_indices) == 5 and not set(result.batch_indices) & set(result.ragged_batches_skipped)
+    assert len(result.batch_indices) == steps >= 3 and not set(result.batch_indices) & set(result.ragged_batches_skipped)
     assert result.passed and result.max_abs_diff <= TRAINING_TOLERANCE
-    assert len(result.steps) == 5 and result.steps[0]["abs_diff"]["total"] < 1e-5
+    assert len(result.steps) == steps and result.steps[0]["abs_diff"]["total"] < 1e-5
     # The comparison is sharp: torch's default NAdam, or the traced legacy fit with its
     # lost gradients and re-multiplied momentum product, are far outside the tolerance.
     assert result.control_torch_default_nadam_max_abs_diff > 100 * TRAINING_TOLERANCE

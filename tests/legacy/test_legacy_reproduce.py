@@ -1,6 +1,7 @@
 """`python -m legacy_keras.reproduce`: one fit step prints the seed's six variables."""
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -60,16 +61,23 @@ def test_trace_once_traces_fit_once_and_names_the_same_variables():
 
 
 @pytest.mark.slow
-def test_the_harness_probe_names_the_same_variables():
+def test_the_harness_probe_names_the_same_variables(fresh_recording, monkeypatch):
     """The harness runs the probe with Grappler off and fit's variables created before its step
     (traced once, not twice): the warning is raised while tracing, before any graph optimisation,
     so the names must be the seed's six, in the seed's order."""
-    from parity.fit_probe import finish_fit_probe, start_fit_probe
+    import subprocess
+
+    from parity import fit_probe
     from qarac.presets import tiny_model_dir
 
-    probe = start_fit_probe(tiny_model_dir(), 0)
-    assert {"--no-graph-optimizer", "--no-epoch", "--trace-once"} <= set(probe.args)
-    assert finish_fit_probe(probe) == SEED_MISSING
+    # The names: what the probe of the suite's one fresh recording (`record_legacy`, which starts and
+    # reads it through `start_fit_probe`/`finish_fit_probe`) returned.
+    assert fresh_recording.fit_warning == SEED_MISSING
+    # The flags it ran with, read from the command the probe would start (not run a second time).
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda command, **kwargs: started.append(command) or SimpleNamespace())
+    fit_probe.start_fit_probe(tiny_model_dir(), 0).log.close()
+    assert {"--no-graph-optimizer", "--no-epoch", "--trace-once"} <= set(started[0])
 
 
 @pytest.mark.slow

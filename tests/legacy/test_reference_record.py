@@ -9,7 +9,6 @@ import pytest
 pytest.importorskip("tensorflow", reason="needs the `legacy` extra (TensorFlow + tf-keras)")
 
 from parity.bundle import read_bundle  # noqa: E402
-from parity.legacy.record import record_legacy  # noqa: E402
 from parity.reference import to_bundle  # noqa: E402
 from parity.reproduction import compare_bundles  # noqa: E402
 
@@ -17,15 +16,11 @@ SHIPPED = Path(__file__).resolve().parents[2] / "reference" / "tiny"
 
 
 @pytest.mark.slow
-def test_a_fresh_record_reproduces_the_shipped_bundle():
+def test_a_fresh_record_reproduces_the_shipped_bundle(fresh_recording):
     # Another CPU runs other kernels, so a fresh recording differs from the shipped one by float32
     # rounding: each array is judged against its meaningful scale (`parity.reproduction`: through both
     # recordings' float64 runs where they have one), never against its own rounding noise, never by bit equality.
+    # (`fresh_recording`: `record_legacy` with the shipped bundle's seed, batch size and training steps.)
     shipped = read_bundle(SHIPPED)
-    settings = shipped.results["training"]["settings"]
-    from qarac.presets import tiny_model_dir
-
-    fresh = to_bundle(record_legacy(tiny_model_dir(), shipped.meta["seed"], shipped.meta["batch_size"],
-                                    settings["steps"]))
-    result = compare_bundles(shipped, fresh)
+    result = compare_bundles(shipped, to_bundle(fresh_recording))
     assert result.passed, result.to_dict()
