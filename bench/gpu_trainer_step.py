@@ -174,7 +174,7 @@ def sdpa_context(backend: str | None):
 def make_step(model: QaracTrainerModel, inputs, targets, variant: Variant,
               device: torch.device) -> Callable[[], None]:
     """forward, loss, backward, NAdam (Keras' Nadam settings), zero_grad, as `variant` says."""
-    # Keras' Nadam as `qarac.train.make_optimizer` sets it; only the kernel choice varies here.
+    # Keras' Nadam as `qarac.training.optimizer.make_optimizer` sets it; only the kernel choice varies here.
     optimizer = torch.optim.NAdam(model.parameters(), lr=1e-5, betas=(0.9, 0.999), eps=1e-7,
                                   momentum_decay=1.0, foreach=variant.optimizer == "foreach")
     loss_fn = QaracLoss(model.config)

@@ -20,7 +20,7 @@ How:
   (`--data-option padding=corpus_fit`), so every step has one shape, as in
   bench/trainer_step.py, and `--compile` compiles once.
 - Tokens/s: every token position (padding included) of the timed batches, which
-  the bench rebuilds with `qarac.train.epoch_batches` from the same settings.
+  the bench rebuilds with `qarac.training.build.epoch_batches` from the same settings.
 - Peak memory: the process's peak resident set (`wait4`), and on CUDA
   `torch.cuda.max_memory_allocated` printed by the process at exit.
 - The float32 GEMM floor (CPU): every matrix product one training step runs
@@ -60,7 +60,7 @@ import torch
 
 from bench.common import RESULTS_DIR, machine, print_table
 from bench.trainer_step import SIZES
-from qarac.data import DEFAULT_DATA_DIR
+from qarac.data.corpora import DEFAULT_DATA_DIR
 from qarac.presets import build_base_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,7 +160,7 @@ def run_timed(arguments: list[str]) -> dict[str, Any]:
 # --- what the steps hold --------------------------------------------------------------------
 
 def run_config(model_dir: Path, data_dir: Path, device: str, steps: int, variant: str = "eager"):
-    from qarac.train import TrainConfig
+    from qarac.training.config import TrainConfig
 
     optimizer = "single" if variant == "eager-single" else "foreach"
     return TrainConfig(output_dir=tempfile.gettempdir(), model_dir=str(model_dir), data_dir=str(data_dir),
@@ -170,7 +170,8 @@ def run_config(model_dir: Path, data_dir: Path, device: str, steps: int, variant
 
 def batches_of_run(model_dir: Path, data_dir: Path, count: int) -> list[Any]:
     """The first `count` batches `qarac train` takes with these settings (one process)."""
-    from qarac.train import Runtime, build_dataset, build_model, epoch_batches, load_tokenizer_for
+    from qarac.training.build import build_dataset, build_model, epoch_batches, load_tokenizer_for
+    from qarac.training.runtime import Runtime
 
     config = run_config(model_dir, data_dir, "cpu", count)
     model = build_model(config, model_dir)
@@ -202,7 +203,7 @@ def record_products(model_dir: Path, batch, device: str) -> list[tuple[int, int,
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from qarac.losses import QaracLoss
-    from qarac.train import build_model
+    from qarac.training.build import build_model
     from qarac.validation import skip_value_checks
 
     aten = torch.ops.aten
@@ -259,7 +260,10 @@ def profile_step(model_dir: Path, data_dir: Path, batches: list[Any], variant: s
     from torch.profiler import ProfilerActivity, profile
 
     from qarac.losses import QaracLoss
-    from qarac.train import Runtime, build_model, make_loss_step, make_optimizer, make_scheduler
+    from qarac.training.build import build_model
+    from qarac.training.loss_step import make_loss_step
+    from qarac.training.optimizer import make_optimizer, make_scheduler
+    from qarac.training.runtime import Runtime
     from qarac.validation import skip_value_checks
 
     config = run_config(model_dir, data_dir, "cpu", len(batches), variant)

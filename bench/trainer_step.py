@@ -20,7 +20,7 @@ How:
 - Legacy TF: `model.make_train_function()` called on an iterator over the
   repeated batch: the compiled `train_step` exactly as `fit` runs it.
 - PyTorch, in training mode (dropout on, as Keras' `fit`), with
-  `qarac.train.make_optimizer`/`make_scheduler` (NAdam set up as Keras' Nadam)
+  `qarac.training.optimizer.make_optimizer`/`make_scheduler` (NAdam set up as Keras' Nadam)
   and `qarac.validation.skip_value_checks()` as in a hot loop:
     pt/default          the default config, batched encoder and decoder calls;
     pt/default-per-call the default config with `batched_calls=False`;
@@ -76,7 +76,8 @@ def pt_models(model_dir: Path) -> dict[str, QaracTrainerModel]:
 
 def pt_step(model: QaracTrainerModel, inputs, targets, bf16: bool = False) -> Callable[[], None]:
     """forward, loss, backward, NAdam step, zero_grad: the training loop's step."""
-    from qarac.train import TrainConfig, make_optimizer, make_scheduler
+    from qarac.training.config import TrainConfig
+    from qarac.training.optimizer import make_optimizer, make_scheduler
 
     train_config = TrainConfig(output_dir=tempfile.gettempdir())
     optimizer = make_optimizer(model, train_config)

@@ -45,7 +45,7 @@ def fit_epoch(trainer, data_dir=None, seed: int = 0, model_dir=None) -> dict:
 
     from legacy_keras._tf import keras
     from legacy_keras.pipeline import CombinedCorpus, find_ragged_batches, legacy_tokenizer
-    from qarac.data import DEFAULT_DATA_DIR
+    from qarac.data.corpora import DEFAULT_DATA_DIR
 
     data_dir = DEFAULT_DATA_DIR if data_dir is None else data_dir
     tokenizer = legacy_tokenizer(model_dir)  # the model directory's tokenizer.json, else the embedded one

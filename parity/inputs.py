@@ -12,7 +12,8 @@ import torch
 
 from qarac.batch import INPUT_NAMES, QaracBatch, TokenBatch
 from qarac.config import QaracConfig
-from qarac.data import DEFAULT_DATA_DIR, QaracDataset, collate
+from qarac.data.batches import CorpusBatches
+from qarac.data.corpora import DEFAULT_DATA_DIR
 from qarac.tokenizer import check_tokenizer_fits, load_default_tokenizer, load_tokenizer
 
 # Long enough for every sample sentence (the longest is 27 tokens), short enough to keep the run fast.
@@ -30,9 +31,9 @@ def tokenizer_for(model_dir: Path, config: QaracConfig):
 def sample_batch(model_dir: Path, config: QaracConfig, batch_size: int, seed: int = 0) -> QaracBatch:
     """`batch_size` examples of the shipped sample corpora, padded per field as in training."""
     tokenizer = tokenizer_for(model_dir, config)
-    dataset = QaracDataset.from_directory(DEFAULT_DATA_DIR, tokenizer, SAMPLE_MAX_LENGTH)
-    indices = np.random.default_rng(seed).choice(len(dataset), size=batch_size, replace=False)
-    return collate([dataset[int(i)] for i in indices], tokenizer.pad_token_id)
+    data = CorpusBatches.from_directory(DEFAULT_DATA_DIR, tokenizer, max_length=SAMPLE_MAX_LENGTH)
+    indices = np.random.default_rng(seed).choice(data.example_count, size=batch_size, replace=False)
+    return data.examples(int(i) for i in indices)
 
 
 def _truncate(tokens: TokenBatch, length: int) -> TokenBatch:

@@ -147,7 +147,9 @@ def measure_data_deviations(legacy_model: QaracTrainerModel, tokenizer, data_dir
     """
     import dataclasses
 
-    from qarac.data import DEFAULT_DATA_DIR, Corpora, CorpusBatches, DataConfig, RaggedBatchError
+    from qarac.data.batches import CorpusBatches, RaggedBatchError
+    from qarac.data.corpora import DEFAULT_DATA_DIR, Corpora
+    from qarac.data.options import DataConfig
 
     config = legacy_model.config
     if not config.is_legacy:

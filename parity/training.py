@@ -10,7 +10,7 @@ whether the two sides' batches were identical.
 
 Matching the optimizers: torch's NAdam with `momentum_decay=1`, `eps=1e-7`
 reproduces Keras' Nadam formula, and a LambdaLR reproduces `ExponentialDecay`
-(see docs/optimizer.md and `qarac.train.make_optimizer`). Dropout is set to 0
+(see docs/optimizer.md and `qarac.training.optimizer.make_optimizer`). Dropout is set to 0
 in a copy of the checkpoint's config so that both sides are deterministic.
 
 Two legacy runs are made:
@@ -36,9 +36,12 @@ import torch
 
 from parity.inputs import tokenizer_for
 from qarac import QaracConfig, QaracLoss, QaracTrainerModel
-from qarac.data import DEFAULT_DATA_DIR, CorpusBatches, DataConfig
+from qarac.data.batches import CorpusBatches
+from qarac.data.corpora import DEFAULT_DATA_DIR
+from qarac.data.options import DataConfig
 from qarac.losses import OBJECTIVES
-from qarac.train import TrainConfig, make_optimizer, make_scheduler
+from qarac.training.config import TrainConfig
+from qarac.training.optimizer import make_optimizer, make_scheduler
 
 # A learning rate large enough that an unmatched optimizer shows within a few
 # steps; the original's 1e-5 moves the losses too little to tell optimizers apart.

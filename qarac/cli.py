@@ -1,6 +1,6 @@
 """The `qarac` command: `train`, `encode` and `generate`.
 
-Parsing and printing only; the work is in `qarac.train` and `qarac.inference`.
+Parsing and printing only; the work is in `qarac.training` and `qarac.inference`.
 Bad input ends with one line on stderr and exit status 2.
 """
 
@@ -32,8 +32,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 
 def _add_train(subparsers) -> argparse.ArgumentParser:
-    from qarac.data import CORPUS_COLUMNS
-    from qarac.train import TrainConfig
+    from qarac.data.corpora import CORPUS_COLUMNS
+    from qarac.training.config import TrainConfig
 
     defaults = TrainConfig(output_dir="")
     csv_files = ", ".join(f"{name}.csv" for name in CORPUS_COLUMNS)
@@ -66,7 +66,7 @@ def _add_train(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=defaults.max_length,
                         help="longest token sequence of any field")
     parser.add_argument("--data-preset", choices=("default", "legacy"), default=defaults.data_preset,
-                        help="the data options (qarac.data.DataConfig): the corrected pipeline, or the "
+                        help="the data options (qarac.data.options.DataConfig): the corrected pipeline, or the "
                              "legacy's batches exactly")
     parser.add_argument("--data-option", action="append", default=[], metavar="NAME=VALUE",
                         help="override one data option of the preset, e.g. padding=corpus_fit (repeatable)")
@@ -157,7 +157,7 @@ def train_settings(args: argparse.Namespace) -> dict[str, object]:
 def resumed_settings(settings: dict[str, object], explicit: set[str]) -> dict[str, object]:
     """`--resume` continues with the run's recorded settings; a flag given on the command line
     overrides its setting (and is refused by `train` if the run cannot change it)."""
-    from qarac.train import saved_train_config
+    from qarac.training.checkpoints import saved_train_config
 
     saved = saved_train_config(settings["output_dir"])
     given = {TRAIN_FIELDS.get(name, name) for name in explicit}
@@ -169,7 +169,8 @@ def resumed_settings(settings: dict[str, object], explicit: set[str]) -> dict[st
 
 
 def run_train(args: argparse.Namespace) -> None:
-    from qarac.train import TrainConfig, train
+    from qarac.training.config import TrainConfig
+    from qarac.training.loop import train
 
     settings = train_settings(args)
     if args.resume:
@@ -181,7 +182,7 @@ def run_train(args: argparse.Namespace) -> None:
 
     hf_logging.set_verbosity_error()  # the pooler dropped by the fixed config is expected, not news
     logging.basicConfig(format="qarac train: %(message)s")  # "resuming from ..." on stderr
-    logging.getLogger("qarac.train").setLevel(logging.INFO)
+    logging.getLogger("qarac.training").setLevel(logging.INFO)
     state = train(config).state
     if state.history:
         last = state.history[-1]
@@ -308,9 +309,9 @@ COMMANDS = {"train": run_train, "encode": run_encode, "generate": run_generate}
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of `qarac` and `python -m qarac`."""
     from qarac.checkpoint import CheckpointError
-    from qarac.data import DataError
+    from qarac.data.corpora import DataError
 
-    from qarac.train import TrainingInterrupted
+    from qarac.training.signals import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     if args.command == "train":

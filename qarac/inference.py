@@ -26,7 +26,7 @@ def load_for_inference(checkpoint: str | os.PathLike, device: str = "cpu"):
     """
     from qarac.checkpoint import CheckpointError, read_checkpoint_record
     from qarac.tokenizer import check_tokenizer_fits, load_default_tokenizer, load_tokenizer, tokenizer_sha256
-    from qarac.train import resolve_checkpoint
+    from qarac.training.checkpoints import resolve_checkpoint
 
     directory = resolve_checkpoint(checkpoint)
     model = QaracTrainerModel.from_pretrained(directory, map_location=device).eval()  # files verified

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from qarac.data import DEFAULT_DATA_DIR, load_all_text
+from qarac.data.corpora import DEFAULT_DATA_DIR, load_all_text
 from qarac.tokenizer import DEFAULT_TOKENIZER_DIR, DEFAULT_VOCAB_SIZE, train_tokenizer
 
 

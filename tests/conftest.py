@@ -56,7 +56,7 @@ def tokenizer():
 @pytest.fixture(scope="module")
 def corpora():
     """The four sample corpora shipped in the repository."""
-    from qarac.data import DEFAULT_DATA_DIR, Corpora
+    from qarac.data.corpora import DEFAULT_DATA_DIR, Corpora
 
     return Corpora.from_directory(DEFAULT_DATA_DIR)
 

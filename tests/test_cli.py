@@ -227,7 +227,7 @@ def test_latest_may_not_lead_out_of_its_run(trained, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def own_tokenizer_run(tmp_path_factory):
     """A 1-step run with `--tokenizer DIR`, a tokenizer other than the embedded one."""
-    from qarac.data import DEFAULT_DATA_DIR, load_all_text
+    from qarac.data.corpora import DEFAULT_DATA_DIR, load_all_text
     from qarac.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("own-tokenizer")
@@ -275,9 +275,9 @@ def test_resume_takes_the_runs_settings_unless_given(tmp_path, capsys):
 def test_train_output_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch, where):
     """Item 11: the output's writability is probed before the model is built, with the real cause
     (run as root, permission bits pass /proc; a parent that is a regular file is no missing directory)."""
-    import qarac.train
+    import qarac.training.loop
 
-    monkeypatch.setattr(qarac.train, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(qarac.training.loop, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     (tmp_path / "plain").write_text("x")
     output, cause = {"proc": ("/proc/qarac-run", "--output /proc/qarac-run: cannot create it"),
                      "under_a_file": (str(tmp_path / "plain" / "run"), f"{tmp_path / 'plain'} is a file")}[where]

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from qarac.data import DEFAULT_DATA_DIR, Corpora, DataError, load_all_text
+from qarac.data.corpora import DEFAULT_DATA_DIR, Corpora, DataError, load_all_text
 
 
 def test_sample_corpora_read_every_line():

@@ -1,4 +1,4 @@
-"""Corpora, tokenisation, the combined dataset, collate and the data loader."""
+"""Corpora, tokenisation, the cycled examples, padding, and the order and loader of the batching pipeline."""
 
 import importlib.util
 from pathlib import Path
@@ -7,12 +7,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import Dataset, DistributedSampler
 
 from qarac.batch import INPUT_NAMES, TARGET_NAMES, QaracBatch, TokenBatch, pad_sequences
-from qarac.data import (DEFAULT_DATA_DIR, Corpora, DataError, QaracDataset, collate,
-                        encode_shifted, encode_texts, load_all_text, load_consistency,
-                        load_question_answering, load_reasoning, make_dataloader)
+from qarac.data.batches import CorpusBatches
+from qarac.data.corpora import (DEFAULT_DATA_DIR, Corpora, DataError, load_all_text, load_consistency,
+                                load_question_answering, load_reasoning)
+from qarac.data.tokens import FIELD_CORPUS, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN_FIELDS = INPUT_NAMES + ("encode_decode", "reasoning")
@@ -112,90 +112,103 @@ def test_missing_file_is_a_data_error(tmp_path):
 
 def test_full_encoding_is_s_text_end(tokenizer, corpora):
     texts = corpora.all_text[:40]
-    for text, ids in zip(texts, encode_texts(tokenizer, texts, 128)):
+    for text, ids in zip(texts, encode(tokenizer, texts, 128, special=True, truncate=True)):
         assert ids == [0] + tokenizer.encode(text, add_special_tokens=False) + [2]
 
 
+def one_text_corpora(small_corpora, text: str) -> Corpora:
+    return Corpora([text], small_corpora.question_answering, small_corpora.reasoning, small_corpora.consistency)
+
+
 def test_offset_and_target_are_shifted_by_one(tokenizer, corpora):
-    texts = corpora.all_text[:40]
-    offsets, targets = encode_shifted(tokenizer, texts, 128)
-    for text, offset, target in zip(texts, offsets, targets):
-        body = tokenizer.encode(text, add_special_tokens=False)
+    data = CorpusBatches(corpora, tokenizer)
+    for row in range(40):
+        body = tokenizer.encode(corpora.all_text[row], add_special_tokens=False)
+        offset, target = data.columns["offset_text"][row].tolist(), data.columns["encode_decode"][row].tolist()
         assert offset == [0] + body
         assert target == body + [2]
         assert offset[1:] == target[:-1]
 
 
-def test_truncation_keeps_the_special_tokens(tokenizer):
+def test_truncation_keeps_the_special_tokens(tokenizer, small_corpora):
     text = "All the members of the chess club are teachers who like tea."
     body = tokenizer.encode(text, add_special_tokens=False)
     assert len(body) > 6
-    assert encode_texts(tokenizer, [text], 6) == [[0] + body[:4] + [2]]
-    offsets, targets = encode_shifted(tokenizer, [text], 6)
-    assert offsets == [[0] + body[:5]] and targets == [body[:5] + [2]]
+    data = CorpusBatches(one_text_corpora(small_corpora, text), tokenizer, max_length=6)
+    assert data.columns["all_text"][0].tolist() == [0] + body[:4] + [2]
+    assert data.columns["offset_text"][0].tolist() == [0] + body[:5]
+    assert data.columns["encode_decode"][0].tolist() == body[:5] + [2]
 
 
-def test_max_length_below_three_is_refused(tokenizer):
+def test_max_length_below_three_is_refused(tokenizer, small_corpora):
     with pytest.raises(ValueError, match="at least 3"):
-        encode_texts(tokenizer, ["a"], 2)
+        CorpusBatches(small_corpora, tokenizer, max_length=2)
 
 
-# --- dataset ------------------------------------------------------------------------
+# --- cycled examples ------------------------------------------------------------------
 
-def test_dataset_length_is_the_largest_corpus(tokenizer, corpora, small_corpora):
-    assert len(QaracDataset(small_corpora, tokenizer)) == 7
-    assert len(QaracDataset(corpora, tokenizer)) == max(corpora.sizes().values())
+def test_an_epoch_is_the_largest_corpus(tokenizer, corpora, small_corpora):
+    assert CorpusBatches(small_corpora, tokenizer).example_count == 7
+    data = CorpusBatches(corpora, tokenizer, batch_size=16)
+    assert data.example_count == max(corpora.sizes().values())
+    assert len(data) == -(-data.example_count // 16)  # the last partial batch is kept
 
 
 def test_smaller_corpora_are_cycled(tokenizer, small_corpora):
-    dataset = QaracDataset(small_corpora, tokenizer)
-    questions = [encode_texts(tokenizer, [q], 128)[0] for q, _ in small_corpora.question_answering]
-    used = [questions.index(dataset[i]["question"].tolist()) for i in range(len(dataset))]
+    batch = CorpusBatches(small_corpora, tokenizer).examples(range(7))
+    questions = [tokenizer.encode(q) for q, _ in small_corpora.question_answering]
+    used = [questions.index(ids) for ids in rows_of(batch.inputs["question"])]
     assert used == [0, 1, 2, 0, 1, 2, 0]
-    labels = [dataset[i]["consistency"].item() for i in range(len(dataset))]
-    assert labels == [1, 0, -1, 1, 0, 1, 0]
-    conclusions = [dataset[i]["reasoning"].tolist() for i in range(len(dataset))]
+    assert batch.targets["consistency"].tolist() == [1, 0, -1, 1, 0, 1, 0]
+    conclusions = rows_of(batch.targets["reasoning"])
     assert conclusions[0::2] == [conclusions[0]] * 4 and conclusions[1::2] == [conclusions[1]] * 3
     assert conclusions[0] != conclusions[1]
 
 
+def rows_of(tokens: TokenBatch) -> list[list[int]]:
+    """A TokenBatch's rows without padding (by mask), as lists."""
+    return [ids[mask.bool()].tolist() for ids, mask in zip(tokens.input_ids, tokens.attention_mask)]
+
+
 def test_example_fields_match_their_corpus_rows(tokenizer, corpora):
-    dataset = QaracDataset(corpora, tokenizer)
-    for index in (0, 239, 240, 1000, len(dataset) - 1):
-        example = dataset[index]
-        text = corpora.all_text[index]
+    data = CorpusBatches(corpora, tokenizer)
+    indices = [0, 239, 240, 1000, data.example_count - 1]
+    batch = data.examples(indices)
+    fields = {name: rows_of(tokens) for name, tokens in {**batch.inputs, **batch.targets}.items()
+              if isinstance(tokens, TokenBatch)}
+    for n, index in enumerate(indices):
         question, answer = corpora.question_answering[index % 240]
         p0, p1, conclusion = corpora.reasoning[index % 240]
         s0, s1, label = corpora.consistency[index % 240]
         body = tokenizer.encode(conclusion, add_special_tokens=False)
-        assert example["all_text"].tolist() == tokenizer.encode(text)
-        assert example["question"].tolist() == tokenizer.encode(question)
-        assert example["answer"].tolist() == tokenizer.encode(answer)
-        assert example["proposition0"].tolist() == tokenizer.encode(p0)
-        assert example["proposition1"].tolist() == tokenizer.encode(p1)
-        assert example["statement0"].tolist() == tokenizer.encode(s0)
-        assert example["statement1"].tolist() == tokenizer.encode(s1)
-        assert example["conclusion_offset"].tolist() == [0] + body
-        assert example["reasoning"].tolist() == body + [2]
-        assert example["consistency"].item() == label
-        assert example["offset_text"].tolist()[1:] == example["encode_decode"].tolist()[:-1]
+        assert fields["all_text"][n] == tokenizer.encode(corpora.all_text[index])
+        assert fields["question"][n] == tokenizer.encode(question)
+        assert fields["answer"][n] == tokenizer.encode(answer)
+        assert fields["proposition0"][n] == tokenizer.encode(p0)
+        assert fields["proposition1"][n] == tokenizer.encode(p1)
+        assert fields["statement0"][n] == tokenizer.encode(s0)
+        assert fields["statement1"][n] == tokenizer.encode(s1)
+        assert fields["conclusion_offset"][n] == [0] + body
+        assert fields["reasoning"][n] == body + [2]
+        assert batch.targets["consistency"][n].item() == label
+        assert fields["offset_text"][n][1:] == fields["encode_decode"][n][:-1]
 
 
-def test_index_past_the_end_raises(tokenizer, small_corpora):
-    dataset = QaracDataset(small_corpora, tokenizer)
+def test_example_past_the_end_raises(tokenizer, small_corpora):
+    data = CorpusBatches(small_corpora, tokenizer)
+    with pytest.raises(IndexError, match=r"examples \[7\] out of range for 7"):
+        data.examples([0, 7])
     with pytest.raises(IndexError):
-        dataset[7]
-    # Python's fallback iteration stops at the IndexError: exactly one pass.
-    assert len(list(dataset)) == 7
+        data.examples([-1])
 
 
 def test_empty_corpus_is_refused(tokenizer, small_corpora):
     empty = Corpora(small_corpora.all_text, [], small_corpora.reasoning, small_corpora.consistency)
     with pytest.raises(ValueError, match="question_answering"):
-        QaracDataset(empty, tokenizer)
+        CorpusBatches(empty, tokenizer)
 
 
-# --- collate ----------------------------------------------------------------------------
+# --- padding --------------------------------------------------------------------------
 
 def check_padded(batch: TokenBatch, seqs: list[list[int]], pad_id: int) -> None:
     """Element by element: tokens then padding, mask 1 then 0, T = longest."""
@@ -209,33 +222,25 @@ def check_padded(batch: TokenBatch, seqs: list[list[int]], pad_id: int) -> None:
             assert batch.attention_mask[row, col].item() == int(real)
 
 
-def make_example(lengths: dict[str, int], label: int, start: int) -> dict[str, torch.Tensor]:
-    example = {name: torch.arange(start, start + lengths[name]) % 512 for name in TOKEN_FIELDS}
-    example["consistency"] = torch.tensor(float(label))
-    return example
-
-
-examples_strategy = st.lists(
-    st.tuples(st.fixed_dictionaries({name: st.integers(1, 12) for name in TOKEN_FIELDS}),
-              st.sampled_from((1, 0, -1)), st.integers(5, 500)),
-    min_size=1, max_size=6)
-
-
 @settings(max_examples=40, deadline=None)
-@given(examples_strategy, st.sampled_from((1, 0, 511)))
-def test_collate_pads_each_field_to_its_longest(drawn, pad_id):
-    examples = [make_example(lengths, label, start) for lengths, label, start in drawn]
-    batch = collate(examples, pad_id)
-    assert set(batch.inputs) == set(INPUT_NAMES)
-    assert set(batch.targets) == set(TARGET_NAMES)
-    for name in INPUT_NAMES:
-        check_padded(batch.inputs[name], [ex[name].tolist() for ex in examples], pad_id)
-    for name in ("encode_decode", "reasoning"):
-        check_padded(batch.targets[name], [ex[name].tolist() for ex in examples], pad_id)
-    consistency = batch.targets["consistency"]
-    assert consistency.dtype == torch.float32 and consistency.shape == (len(examples),)
-    assert consistency.tolist() == [float(label) for _, label, _ in drawn]
-    assert len(batch) == len(examples)
+@given(st.lists(st.lists(st.integers(0, 511), min_size=1, max_size=12), min_size=1, max_size=6),
+       st.sampled_from((1, 0, 511)))
+def test_pad_sequences_pads_to_the_longest(seqs, pad_id):
+    check_padded(pad_sequences(seqs, pad_id), seqs, pad_id)
+
+
+def test_batch_padding_pads_each_field_to_its_longest_in_the_batch(tokenizer, small_corpora):
+    data = CorpusBatches(small_corpora, tokenizer)
+    for indices in ([0], [2, 5, 6], list(range(7))):
+        batch = data.examples(indices)
+        assert set(batch.inputs) == set(INPUT_NAMES) and set(batch.targets) == set(TARGET_NAMES)
+        for field in TOKEN_FIELDS:
+            tokens = batch.inputs[field] if field in batch.inputs else batch.targets[field]
+            rows = [index % data.sizes[FIELD_CORPUS[field]] for index in indices]
+            check_padded(tokens, [data.columns[field][row].tolist() for row in rows], tokenizer.pad_token_id)
+        consistency = batch.targets["consistency"]
+        assert consistency.dtype == torch.float32 and consistency.shape == (len(indices),)
+        assert len(batch) == len(indices)
 
 
 def test_pad_sequences_by_hand():
@@ -246,8 +251,8 @@ def test_pad_sequences_by_hand():
         pad_sequences([], pad_id=1)
 
 
-def test_batch_to_moves_every_tensor():
-    batch = collate([make_example({n: 3 for n in TOKEN_FIELDS}, 1, 7)] * 2, pad_id=1)
+def test_batch_to_moves_every_tensor(tokenizer, small_corpora):
+    batch = CorpusBatches(small_corpora, tokenizer).examples([0, 1])
     moved = batch.to("meta")
     assert isinstance(moved, QaracBatch)
     tensors = [t for b in moved.inputs.values() for t in (b.input_ids, b.attention_mask)]
@@ -257,67 +262,61 @@ def test_batch_to_moves_every_tensor():
     assert batch.inputs["all_text"].input_ids.device.type == "cpu"
 
 
-# --- data loader -------------------------------------------------------------------------
+# --- order and loader -------------------------------------------------------------------
 
-class IndexDataset(Dataset):
-    """Examples that carry their own index as the consistency label, to trace the order."""
-
-    pad_id = 1
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self):
-        return self.size
-
-    def __getitem__(self, index):
-        example = make_example({n: 1 + index % 4 for n in TOKEN_FIELDS}, 0, index)
-        example["consistency"] = torch.tensor(float(index))
-        return example
+def epoch_order(data: CorpusBatches, epoch: int = 0, rank: int = 0, world_size: int = 1) -> list[int]:
+    """The examples of an epoch in order (all_text is the largest corpus: its row is the example)."""
+    return [row for rows in data.plan(epoch, rank, world_size) for row in rows["all_text"]]
 
 
-def epoch_order(loader) -> list[int]:
-    return [int(i) for batch in loader for i in batch.targets["consistency"].tolist()]
+def test_cycled_order_is_torchs_distributed_shuffle(tokenizer, small_corpora):
+    """One process: the permutation `DistributedSampler` documents, randperm seeded with seed + epoch."""
+    for seed, epoch in ((3, 0), (3, 1), (0, 2)):
+        data = CorpusBatches(small_corpora, tokenizer, batch_size=3, seed=seed)
+        expected = torch.randperm(7, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        assert epoch_order(data, epoch) == expected
+    data = CorpusBatches(small_corpora, tokenizer, batch_size=3, seed=3)
+    assert [len(rows["all_text"]) for rows in data.plan(0)] == [3, 3, 1]  # the last partial batch is kept
+    assert epoch_order(data, 0) != epoch_order(data, 1) and sorted(epoch_order(data, 1)) == list(range(7))
 
 
-def test_loader_order_is_seeded_and_covers_the_dataset():
-    dataset = IndexDataset(23)
-    first = epoch_order(make_dataloader(dataset, 4, shuffle=True, seed=3))
-    assert sorted(first) == list(range(23))
-    assert first != list(range(23))
-    assert epoch_order(make_dataloader(dataset, 4, shuffle=True, seed=3)) == first
-    assert epoch_order(make_dataloader(dataset, 4, shuffle=True, seed=4)) != first
-    assert epoch_order(make_dataloader(dataset, 4, shuffle=False)) == list(range(23))
+def test_several_processes_split_the_epoch(tokenizer, small_corpora):
+    data = CorpusBatches(small_corpora, tokenizer, batch_size=2, seed=5)
+    whole = torch.randperm(7, generator=torch.Generator().manual_seed(5 + 1)).tolist()
+    padded = whole + whole[:1]  # to a multiple of the 2 processes, repeating the first
+    orders = [epoch_order(data, 1, rank, 2) for rank in range(2)]
+    assert orders == [padded[0::2], padded[1::2]]
+    assert sorted(set(orders[0] + orders[1])) == list(range(7))
+    assert [len(data.plan(1, rank, 2)) for rank in range(2)] == [2, 2]
 
 
-def test_loader_batches_have_the_requested_size():
-    sizes = [len(b) for b in make_dataloader(IndexDataset(23), 4, shuffle=False)]
-    assert sizes == [4] * 5 + [3]
-    sizes = [len(b) for b in make_dataloader(IndexDataset(23), 4, shuffle=False, drop_last=True)]
-    assert sizes == [4] * 5
+def test_legacy_batching_trains_in_one_process(tokenizer, small_corpora):
+    from qarac.data.options import DataConfig
+
+    data = CorpusBatches(small_corpora, tokenizer, DataConfig(batching="all_text_epoch"), batch_size=2)
+    assert len(data.plan(0)) == 3
+    with pytest.raises(ValueError, match="all_text_epoch .* one process"):
+        data.plan(0, 0, 2)
 
 
-def test_loader_with_distributed_sampler_splits_the_dataset():
-    dataset = IndexDataset(24)
-    orders = []
-    for rank in range(2):
-        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=5)
-        orders.append(epoch_order(make_dataloader(dataset, 4, shuffle=False, seed=0,
-                                                  sampler=sampler)))
-    assert len(orders[0]) == len(orders[1]) == 12
-    assert sorted(orders[0] + orders[1]) == list(range(24))
-
-
-def test_loader_refuses_shuffle_with_a_sampler():
-    dataset = IndexDataset(4)
-    sampler = DistributedSampler(dataset, num_replicas=1, rank=0)
-    with pytest.raises(ValueError, match="shuffle=False"):
-        make_dataloader(dataset, 2, shuffle=True, seed=0, sampler=sampler)
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_gives_the_epochs_batches_and_leaves_the_global_rng_alone(tokenizer, small_corpora, workers):
+    """The loader's start draws a seed: from the global RNG, it would shift every dropout mask after it."""
+    data = CorpusBatches(small_corpora, tokenizer, batch_size=2, seed=4)
+    rng = torch.get_rng_state()
+    loaded = list(data.loader(epoch=1, start=1, num_workers=workers))
+    assert torch.equal(torch.get_rng_state(), rng)
+    expected = [data.build(rows, index) for index, rows in enumerate(data.plan(1)) if index >= 1]
+    assert len(loaded) == len(expected) == 3
+    for got, want in zip(loaded, expected):
+        for name in INPUT_NAMES:
+            assert torch.equal(got.inputs[name].input_ids, want.inputs[name].input_ids)
+            assert torch.equal(got.inputs[name].attention_mask, want.inputs[name].attention_mask)
+        assert torch.equal(got.targets["consistency"], want.targets["consistency"])
 
 
 def test_sample_corpus_batches_end_to_end(tokenizer, corpora):
-    loader = make_dataloader(QaracDataset(corpora, tokenizer), 16, shuffle=True, seed=0)
-    batch = next(iter(loader))
+    batch = next(CorpusBatches(corpora, tokenizer, batch_size=16).batches())
     assert len(batch) == 16
     offset, target = batch.inputs["offset_text"], batch.targets["encode_decode"]
     assert offset.input_ids.shape == target.input_ids.shape

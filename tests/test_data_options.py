@@ -1,4 +1,4 @@
-"""The data options of `qarac.data.DataConfig`: each one alone, the legacy preset, CorpusBatches.
+"""The data options of `qarac.data.options.DataConfig`: each one alone, the legacy preset, CorpusBatches.
 
 Expected values are computed here from the tokenizer and the texts, not read
 back from CorpusBatches. The legacy preset against the legacy pipeline itself is
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from qarac.data import (LEGACY_DATA_VALUES, Corpora, CorpusBatches, DataConfig,
-                        RaggedBatchError, compose_all_text, data_config_for)
+from qarac.data.batches import CorpusBatches, RaggedBatchError
+from qarac.data.corpora import Corpora, compose_all_text
+from qarac.data.options import LEGACY_DATA_VALUES, DataConfig, data_config_for
 
 # all_text length 4 * 6 = 24 composed; odd batch size so no batch boundary hides a bug.
 SMALL_BATCH = 5

@@ -12,10 +12,12 @@ import safetensors.torch
 import torch
 from torch.utils.data import DistributedSampler
 
-from qarac.data import QaracDataset, collate
+from qarac.data.batches import CorpusBatches
 from qarac.losses import QaracLoss
 from qarac.presets import tiny_model_dir
-from qarac.train import build_model, latest_checkpoint, load_tokenizer_for, make_optimizer, make_scheduler
+from qarac.training.build import build_model, load_tokenizer_for
+from qarac.training.checkpoints import latest_checkpoint
+from qarac.training.optimizer import make_optimizer, make_scheduler
 from training_helpers import REPO, subprocess_env, tiny_train_config
 
 WORLD = 2
@@ -29,7 +31,8 @@ DDP_ATOL = 1e-5
 WORKER = textwrap.dedent("""
     import sys, torch, safetensors.torch
     torch.set_num_threads(1)
-    from qarac.train import TrainConfig, train
+    from qarac.training.config import TrainConfig
+    from qarac.training.loop import train
     import torch.distributed as dist
     output, steps = sys.argv[1], int(sys.argv[2])
     result = train(TrainConfig(output_dir=output, max_steps=steps, batch_size=2, max_length=24,
@@ -51,7 +54,7 @@ def reference_run(output_dir) -> dict[str, torch.Tensor]:
     config = tiny_train_config(output_dir, max_steps=STEPS)
     model_dir = tiny_model_dir()
     model = build_model(config, model_dir)
-    dataset = QaracDataset.from_directory(config.data_dir, load_tokenizer_for(config, model_dir), config.max_length)
+    data = CorpusBatches.from_directory(config.data_dir, load_tokenizer_for(config, model_dir), max_length=config.max_length)
     loss_fn = QaracLoss(model.config)
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config)
@@ -61,7 +64,8 @@ def reference_run(output_dir) -> dict[str, torch.Tensor]:
         rng.append(torch.get_rng_state())
     orders = []
     for rank in range(WORLD):
-        sampler = DistributedSampler(dataset, num_replicas=WORLD, rank=rank, shuffle=True, seed=config.seed)
+        sampler = DistributedSampler(range(data.example_count), num_replicas=WORLD, rank=rank, shuffle=True,
+                                     seed=config.seed)
         sampler.set_epoch(0)
         orders.append(list(sampler))
     model.train()
@@ -69,7 +73,7 @@ def reference_run(output_dir) -> dict[str, torch.Tensor]:
         total = 0.0
         for rank in range(WORLD):
             indices = orders[rank][step * config.batch_size:(step + 1) * config.batch_size]
-            batch = collate([dataset[i] for i in indices], dataset.pad_id)
+            batch = data.examples(indices)
             torch.set_rng_state(rng[rank])
             total = total + loss_fn(model(batch.inputs), batch.targets).total / WORLD
             rng[rank] = torch.get_rng_state()

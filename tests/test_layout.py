@@ -1,4 +1,5 @@
-"""The repository's layout: imports run one way, and the comparator cannot reach TensorFlow.
+"""The repository's layout: imports run one way, the comparator cannot reach TensorFlow, and no
+module grows past what a reader takes in at once.
 
 The import graph is read from the source with `ast` (nothing is imported): every `import` and
 `from ... import` statement counts, at module level and inside functions alike, since a
@@ -21,6 +22,9 @@ COMPARATOR = ("parity.check", "parity.compare", "parity.agreement", "parity.refe
               "parity.report", "parity.plot", "parity.testing", "parity.reproduction", "parity.mutations")
 # The legacy runner: the only parity code that may import TensorFlow.
 LEGACY_RUNNER = "parity.legacy"
+# Past this many lines a module holds more than one concept: split it.
+MAX_MODULE_LINES = 400
+LINE_LIMITED = ("qarac", "parity")
 
 
 def module_files(root: Path = ROOT, packages=PACKAGES) -> dict[str, Path]:
@@ -152,6 +156,18 @@ def tensorflow_paths(start: str, edges, outside) -> list[str]:
     return chains
 
 
+def long_modules(root: Path = ROOT, packages=LINE_LIMITED, limit: int = MAX_MODULE_LINES) -> list[str]:
+    """`name (N lines)` for every module of `packages` longer than `limit` lines."""
+    counts = {name: len(path.read_text(encoding="utf-8").splitlines())
+              for name, path in module_files(root, packages).items()}
+    return [f"{name} ({count} lines)" for name, count in sorted(counts.items()) if count > limit]
+
+
+def test_no_module_over_the_line_limit():
+    found = long_modules()
+    assert not found, f"modules over {MAX_MODULE_LINES} lines (split each by concept): {', '.join(found)}"
+
+
 def test_no_import_circle():
     edges, _ = import_graph()
     found = circles(edges)
@@ -201,3 +217,11 @@ def test_a_tensorflow_import_behind_a_function_is_found(tmp_path):
                             "pkg/helper.py": "def x():\n    import tensorflow as tf\n"})
     edges, outside = import_graph(root, ("pkg",))
     assert tensorflow_paths("pkg.check", edges, outside) == ["pkg.check -> pkg.helper imports tensorflow"]
+
+
+def test_an_over_long_module_is_found(tmp_path):
+    """The checker itself: a module one line over the limit is named, one at the limit is not."""
+    root = _tree(tmp_path, {"pkg/__init__.py": "", "pkg/sub/__init__.py": "",
+                            "pkg/at_limit.py": "x = 1\n" * MAX_MODULE_LINES,
+                            "pkg/sub/over.py": "x = 1\n" * (MAX_MODULE_LINES + 1)})
+    assert long_modules(root, ("pkg",)) == [f"pkg.sub.over ({MAX_MODULE_LINES + 1} lines)"]

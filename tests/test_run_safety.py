@@ -17,9 +17,12 @@ from unittest import mock
 import pytest
 import torch
 
-import qarac.train as train_module
+import qarac.training.loop as loop_module
 from qarac.checkpoint import CheckpointError
-from qarac.train import LATEST_NAME, TrainConfig, latest_checkpoint, train
+from qarac.training.checkpoints import LATEST_NAME, latest_checkpoint
+from qarac.training.config import TrainConfig
+from qarac.training.loop import train
+from qarac.training.run_lock import LOCK_NAME, RunLock
 from training_helpers import assert_bit_equal, saved_weights, small_corpus, tiny_train_config
 
 
@@ -64,7 +67,7 @@ def test_missing_latest_error_advises_nothing_destructive(tmp_path):
 def test_output_naming_a_file_fails_before_training(tmp_path, monkeypatch):
     target = tmp_path / "a_file"
     target.write_text("keep me")
-    monkeypatch.setattr(train_module, "build_model", lambda *a: pytest.fail("training started"))
+    monkeypatch.setattr(loop_module, "build_model", lambda *a: pytest.fail("training started"))
     with pytest.raises(ValueError, match="is a file"):
         train(tiny_train_config(target, max_steps=1))
     assert target.read_text() == "keep me"
@@ -162,7 +165,7 @@ def test_resume_says_which_checkpoint_and_names_the_fallback(tmp_path, caplog):
     import logging
 
     train(tiny_train_config(tmp_path, max_steps=2, checkpoint_every=1))
-    with caplog.at_level(logging.INFO, logger="qarac.train"):
+    with caplog.at_level(logging.INFO, logger="qarac.training"):
         train(tiny_train_config(tmp_path, max_steps=3, resume=True))
     assert "resuming from checkpoint-00000002 (step 2)" in caplog.text
     (latest_checkpoint(tmp_path) / "model.safetensors").write_bytes(b"\0" * 64)  # the newest is corrupt
@@ -221,7 +224,8 @@ def test_settings_read_back_from_json_compare_equal_and_a_changed_data_option_is
     import dataclasses
     import json
 
-    from qarac.train import TrainConfig, changed_settings
+    from qarac.training.config import TrainConfig
+    from qarac.training.resume import changed_settings
 
     config = TrainConfig(output_dir=str(tmp_path), data_options=("padding=corpus_fit",))
     saved = json.loads(json.dumps(dataclasses.asdict(config)))
@@ -249,7 +253,7 @@ def test_resume_on_corpora_edited_in_place_is_refused(tmp_path):
 
 def test_resume_with_the_tokenizer_replaced_in_place_is_refused(tmp_path):
     """The path is the run's, the tokenizer is not: only its digest tells."""
-    from qarac.data import DEFAULT_DATA_DIR, load_all_text
+    from qarac.data.corpora import DEFAULT_DATA_DIR, load_all_text
     from qarac.tokenizer import load_default_tokenizer, train_tokenizer
 
     data = small_corpus(tmp_path / "data", rows=6)
@@ -314,29 +318,29 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_recovered(tmp_pat
         first.send_signal(signal.SIGKILL)
         first.wait()
     # The holder died without releasing anything by hand: its lock is stale and recovered.
-    assert f"pid {first.pid}" in (output / train_module.LOCK_NAME).read_text()
+    assert f"pid {first.pid}" in (output / LOCK_NAME).read_text()
     state = train(tiny_train_config(output, max_steps=1, overwrite=True)).state
     assert state.step == 1 and latest_checkpoint(output).name == "checkpoint-00000001"
-    assert not (output / train_module.LOCK_NAME).exists()  # removed by the run that took it over
+    assert not (output / LOCK_NAME).exists()  # removed by the run that took it over
 
 
 def test_the_lock_is_held_for_the_run_and_released_after(tmp_path, monkeypatch):
     """In one process: while `train` runs, another taker is refused naming this process."""
     seen = []
-    real_save = train_module.save_checkpoint
+    real_save = loop_module.save_checkpoint
 
     def save_and_try_the_lock(output_dir, *args, **kwargs):
         with pytest.raises(ValueError, match=f"in use by another training run \\(pid {os.getpid()} "):
-            with train_module.RunLock(output_dir):
+            with RunLock(output_dir):
                 pass
         seen.append(True)
         return real_save(output_dir, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", save_and_try_the_lock)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_and_try_the_lock)
     train(tiny_train_config(tmp_path, max_steps=1))
     assert seen == [True]
-    assert not (tmp_path / train_module.LOCK_NAME).exists()  # released and removed when the run ended
-    with train_module.RunLock(tmp_path):
+    assert not (tmp_path / LOCK_NAME).exists()  # released and removed when the run ended
+    with RunLock(tmp_path):
         pass
 
 
@@ -357,24 +361,24 @@ def test_a_failed_run_into_a_new_directory_leaves_nothing(tmp_path):
 def test_a_lock_file_removed_by_its_holder_is_not_locked_by_a_late_taker(tmp_path):
     """A taker that opened the lock file just before its holder removed it locks a file no
     one else will ever open: it must see that and take the file now at the path."""
-    first = train_module.RunLock(tmp_path).__enter__()
-    late = open(tmp_path / train_module.LOCK_NAME, "a+", encoding="utf-8")  # opened, not yet locked
+    first = RunLock(tmp_path).__enter__()
+    late = open(tmp_path / LOCK_NAME, "a+", encoding="utf-8")  # opened, not yet locked
     first.__exit__(None, None, None)
     real_open = open
 
     def open_the_old_file_first(path, *args, **kwargs):
         nonlocal late
-        if late is not None and str(path) == str(tmp_path / train_module.LOCK_NAME):
+        if late is not None and str(path) == str(tmp_path / LOCK_NAME):
             handle, late = late, None
             return handle
         return real_open(path, *args, **kwargs)
 
-    lock = train_module.RunLock(tmp_path)
+    lock = RunLock(tmp_path)
     with mock.patch("builtins.open", open_the_old_file_first):
         lock.__enter__()
     try:
         with pytest.raises(ValueError, match="in use by another training run"):
-            with train_module.RunLock(tmp_path):
+            with RunLock(tmp_path):
                 pass
     finally:
         lock.__exit__(None, None, None)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qarac.base import TRANSFORMERS_MAJOR
-from qarac.data import DEFAULT_DATA_DIR, load_all_text
+from qarac.data.corpora import DEFAULT_DATA_DIR, load_all_text
 from qarac.tokenizer import DEFAULT_TOKENIZER_DIR, check_tokenizer_fits, load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent

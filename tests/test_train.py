@@ -1,4 +1,4 @@
-"""`qarac.train`: the optimizer and schedule against Keras' formulas, a falling
+"""`qarac.training`: the optimizer and schedule against Keras' formulas, a falling
 loss, bit-exact resume (also after kill -9) and atomic checkpoints."""
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ import time
 
 import numpy as np
 import pytest
+import safetensors.torch
 import torch
 
-import qarac.train as train_module
-from qarac.train import (LATEST_NAME, TrainConfig, exponential_decay, latest_checkpoint, make_optimizer,
-                         make_scheduler, train)
+from qarac.checkpoint import CheckpointError
+from qarac.training.checkpoints import LATEST_NAME, latest_checkpoint
+from qarac.training.config import TrainConfig
+from qarac.training.loop import train
+from qarac.training.optimizer import exponential_decay, make_optimizer, make_scheduler
 from training_helpers import (REPO, assert_bit_equal, saved_weights, small_corpus, subprocess_env,
                               tiny_train_config)
 
@@ -122,7 +125,7 @@ def test_resume_is_bit_exact_across_epochs(tmp_path):
 
 
 def test_resume_without_checkpoint_fails(tmp_path):
-    with pytest.raises(train_module.CheckpointError, match="no checkpoint to resume"):
+    with pytest.raises(CheckpointError, match="no checkpoint to resume"):
         train(tiny_train_config(tmp_path, max_steps=1, resume=True))
 
 
@@ -136,7 +139,7 @@ def test_failed_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
             handle.write(b"\0" * 100)
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_module.safetensors.torch, "save_file", broken_save_file)
+    monkeypatch.setattr(safetensors.torch, "save_file", broken_save_file)
     with pytest.raises(OSError, match="disk full"):
         train(tiny_train_config(tmp_path, max_steps=3, resume=True))
     assert latest_checkpoint(tmp_path) == before

@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from qarac.cli import main
-from qarac.data import CorpusBatches, data_config_for
+from qarac.data.batches import CorpusBatches
+from qarac.data.options import data_config_for
 from qarac.losses import QaracLoss
 from qarac.tokenizer import load_default_tokenizer
-from qarac.train import STATE_JSON, build_model, latest_checkpoint, train
+from qarac.training.build import build_model
+from qarac.training.checkpoints import STATE_JSON, latest_checkpoint
+from qarac.training.loop import train
 from training_helpers import small_corpus, tiny_train_config
 
 LEGACY_TRAINABLE = ("padding=corpus_fit", "batch_size=4")

@@ -10,7 +10,11 @@ import torch
 from qarac.cli import build_parser
 from qarac.optim import KerasNadam
 from qarac.presets import build_base_checkpoint
-from qarac.train import Runtime, TrainConfig, compile_mode, make_optimizer, optimizer_implementation, train
+from qarac.training.config import TrainConfig
+from qarac.training.loop import train
+from qarac.training.loss_step import compile_mode
+from qarac.training.optimizer import make_optimizer, optimizer_implementation
+from qarac.training.runtime import Runtime
 from qarac.vocab_padding import PaddedVocabLinear
 from training_helpers import saved_weights, small_corpus, tiny_train_config
 

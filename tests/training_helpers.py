@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from qarac.data import DEFAULT_DATA_DIR
-from qarac.train import TrainConfig, latest_checkpoint
+from qarac.data.corpora import DEFAULT_DATA_DIR
+from qarac.training.checkpoints import latest_checkpoint
+from qarac.training.config import TrainConfig
 from qarac.trainer import QaracTrainerModel
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,7 +27,9 @@ from parity.results import LegacyTraining
 from parity.training import PARITY_LEARNING_RATE
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.checkpoint import read_roberta_config
-from qarac.data import DEFAULT_DATA_DIR, CorpusBatches, DataConfig
+from qarac.data.batches import CorpusBatches
+from qarac.data.corpora import DEFAULT_DATA_DIR
+from qarac.data.options import DataConfig
 from qarac.losses import OBJECTIVES
 
 

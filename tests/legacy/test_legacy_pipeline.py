@@ -11,8 +11,10 @@ pytestmark = pytest.mark.legacy
 
 from legacy_keras.pipeline import (BATCH_SIZE, CombinedCorpus, RaggedBatchError,  # noqa: E402
                                    compose_all_text, find_ragged_batches, legacy_tokenizer, read_corpora)
-from qarac.data import DEFAULT_DATA_DIR, CorpusBatches, DataConfig  # noqa: E402
-from qarac.data import RaggedBatchError as PortRaggedBatchError  # noqa: E402
+from qarac.data.batches import CorpusBatches  # noqa: E402
+from qarac.data.batches import RaggedBatchError as PortRaggedBatchError  # noqa: E402
+from qarac.data.corpora import DEFAULT_DATA_DIR  # noqa: E402
+from qarac.data.options import DataConfig  # noqa: E402
 
 WIDTH = 32  # the tiny model's hidden size, standing in for the original's 768
 
