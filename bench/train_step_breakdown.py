@@ -66,7 +66,10 @@ class GemmTimer(TorchDispatchMode):
 def train_parts(model_dir: Path, data_dir: Path, count: int, dropout: bool = True):
     """The model (dropout off if not `dropout`) and the train loop's step function."""
     from qarac.losses import QaracLoss
-    from qarac.train import Runtime, build_model, make_loss_step, make_optimizer, make_scheduler
+    from qarac.training.build import build_model
+    from qarac.training.loss_step import make_loss_step
+    from qarac.training.optimizer import make_optimizer, make_scheduler
+    from qarac.training.runtime import Runtime
 
     config = run_config(model_dir, data_dir, "cpu", count)
     model = build_model(config, model_dir).train()

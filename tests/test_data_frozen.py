@@ -1,7 +1,7 @@
 """The one batching pipeline gives, bit for bit, the batches of the two it replaced.
 
 Until issue 19 the default data options went through `QaracDataset`, `collate` and a
-`DataLoader` over a `DistributedSampler` (`qarac.train.epoch_batches`), every other option set
+`DataLoader` over a `DistributedSampler` (the old `qarac.train.epoch_batches`), every other option set
 through `CorpusBatches`. The digests below were recorded from those two pipelines (main at
 c7983f8, by a script that built each case's batches as `qarac train` took them, ragged batches
 left out, and hashed them as `digest` does); each case is now built by `CorpusBatches` alone,
