@@ -81,12 +81,18 @@ def capture_missing_gradient_warnings() -> Iterator[list[list[str]]]:
         logger.removeHandler(catcher)
 
 
-def tape_gradients(trainer, batch, targets, training: bool):
-    """The total loss's gradients with respect to every trainable variable (None: unconnected)."""
+def tape_outputs_and_gradients(trainer, batch, targets, training: bool):
+    """The trainer's outputs and the total loss's gradients with respect to every trainable variable
+    (None: unconnected), from one taped call."""
     with tf.GradientTape() as tape:
         outputs = trainer(batch, training=training)
         loss = total_loss(outputs, targets)
-    return tape.gradient(loss, trainer.trainable_variables)
+    return outputs, tape.gradient(loss, trainer.trainable_variables)
+
+
+def tape_gradients(trainer, batch, targets, training: bool):
+    """The total loss's gradients with respect to every trainable variable (None: unconnected)."""
+    return tape_outputs_and_gradients(trainer, batch, targets, training)[1]
 
 
 def gradient_report(trainer, batch, targets, mode: str = "eager", training: bool = True,

@@ -17,7 +17,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from legacy_keras._tf import tf
-from legacy_keras.build import objective_losses, total_loss
+from legacy_keras.build import objective_losses
+from legacy_keras.gradients import tape_outputs_and_gradients
 from parity.legacy.tensors import named_numpy, numpy_outputs, tf_inputs, tf_targets
 from parity.noise import max_difference, permutation, permuted, unpermute, values_and_masks
 from parity.results import LegacyBackward
@@ -88,12 +89,11 @@ def capture_keras(model: Any, inputs: Mapping[str, Any]) -> Capture:
 def capture_and_gradients(model: Any, inputs: Mapping[str, Any], targets: Mapping[str, Any]):
     """One eager legacy trainer call (training=False) under a tape: its capture (as `capture_keras`) and
     the total loss's gradients (as `parity.legacy.tensors.tf_gradients` in eager mode, keyed by TF name)."""
-    variables = model.trainable_variables
-    with tf.GradientTape() as tape, keras_hooks(model) as capture:
-        outputs = model(tf_inputs(inputs), training=False)
-        loss = total_loss(outputs, tf_targets(targets, model.question_encoder.config.hidden_size))
+    target = tf_targets(targets, model.question_encoder.config.hidden_size)
+    with keras_hooks(model) as capture:
+        outputs, gradients = tape_outputs_and_gradients(model, tf_inputs(inputs), target, False)
     capture.outputs = numpy_outputs(outputs)
-    return capture, named_numpy(variables, tape.gradient(loss, variables))
+    return capture, named_numpy(model.trainable_variables, gradients)
 
 
 def legacy_floor_variants(tf_model, inputs: Mapping[str, Any], legacy: Capture,
