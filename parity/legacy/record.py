@@ -31,6 +31,7 @@ from parity.legacy.capture import capture_keras, legacy_floor_variants, legacy_p
 from parity.legacy.float64 import record_float64
 from parity.legacy.tensors import disable_tf32, tf_gradients
 from parity.legacy.training import record_legacy_training
+from parity.legacy.vectorized import cached_vectorized_map
 from parity.noise import reorder_moved
 from parity.results import CASES, LegacyRun
 from parity.sharp import CURRENT_VERSION, VERSION_KEY, sharpened
@@ -87,6 +88,7 @@ def largest_magnitudes(grads: Mapping[str, np.ndarray | None]) -> dict[str, np.n
             for name, value in grads.items()}
 
 
+@cached_vectorized_map()  # each eager pooling-head map traced once per shape, not at every call
 def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_steps: int = 0,
                   progress: Callable[[str], None] = lambda stage: None, fit_probe: Any = None) -> LegacyRun:
     """Run the legacy side of every check once (needs the `legacy` extra).
