@@ -142,8 +142,6 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
     lap("forward")
     progress("legacy: gradients tf/graph (Grappler off: see parity.legacy.tensors.tf_gradients)")
     grads["tf/graph"] = to_pt(tf_gradients(tf_model, batch.inputs, batch.targets, "graph", optimize_graph=False))
-    progress("legacy: gradients tf/fit (the fit probe)")
-    fit_warning = finish_fit_probe(fit_probe)
     lap("gradients")
     progress("legacy: float64 run (forward of every batch, eager gradients)")
     del tf_model, again  # the float32 legacy's memory goes back before the float64 one is built
@@ -154,6 +152,10 @@ def record_legacy(model_dir: Path, seed: int = 0, batch_size: int = 4, train_ste
         progress("legacy: training")
         training, _ = record_legacy_training(model_dir, train_steps, batch_size, seed, expected_weights=weights)
         lap("training")
+    # Waited for last: the probe (tracing `fit` on the other core) needs nothing from the recording.
+    progress("legacy: gradients tf/fit (the fit probe)")
+    fit_warning = finish_fit_probe(fit_probe)
+    lap("fit probe wait")
     tokenizer = tokenizer_for(model_dir, pt_legacy.config)
     meta = {"model": str(model_dir), "legacy_versions": legacy_versions(), "seed": seed, "batch_size": batch_size,
             "model_config": dict(pt_legacy.config.base), "vocabulary_sha256": vocabulary_sha256(tokenizer.get_vocab()),
