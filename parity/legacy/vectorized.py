@@ -3,7 +3,7 @@
 Called eagerly, `tf.vectorized_map` wraps its vectorised loop in a new `tf.function`
 at every call (`tensorflow/python/ops/parallel_for/control_flow_ops.py: pfor`), so every
 eager legacy forward traces, converts (pfor) and instantiates the pooling heads' three maps
-again: most of an eager tiny-model forward's time. Inside `cached_vectorized_map` the map
+again (on the tiny model, half of the eager recording: bench/README.md section 3). Inside `cached_vectorized_map` the map
 of the same function on inputs of the same shapes and dtypes runs the function traced
 the first time. The graph is the one a fresh trace builds (the same `_pfor_impl` of the same
 loop body), with one difference: the mapped tensors are the function's arguments, where a
