@@ -14,14 +14,13 @@ from model_helpers import tiny_config  # noqa: E402
 from qarac import QaracConfig  # noqa: E402
 
 
-# Session fixtures costly enough that, under pytest-xdist (`make test` runs two workers), every module
+# Session fixtures costly enough that, under pytest-xdist (`make test` runs two workers), every test
 # reading one runs on the same worker, so each is built once, as in a single process: fixture -> group.
 SHARED_FIXTURES = {
     "fresh_recording": "legacy recording",
     "legacy_trainer": "legacy trainer",
     "legacy_batch": "legacy trainer",
     "backend_runs": "keras3 runners",
-    "port_reference": "keras3 runners",
 }
 
 
@@ -36,17 +35,12 @@ def pytest_configure(config):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Mark each test with an `xdist_group` (read by `--dist loadgroup`): its module's name, or the group
-    (`SHARED_FIXTURES`) of a shared fixture that a test of its module reads. A module is never split, so
-    its module-scoped fixtures are built once, and a shared session fixture is built on one worker only."""
-    groups: dict[str, str] = {}
+    """Mark each test with an `xdist_group` (read by `--dist loadgroup`): the group (`SHARED_FIXTURES`)
+    of a shared session fixture it reads, else its module. A shared fixture is then built on one worker
+    only, and a module's other tests on one worker, building its module-scoped fixtures there once."""
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
-        shared = next((SHARED_FIXTURES[name] for name in SHARED_FIXTURES if name in item.fixturenames), None)
-        if shared is not None or module not in groups:
-            groups[module] = shared or groups.get(module, module)
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid.split("::", 1)[0]]))
+        shared = [group for name, group in SHARED_FIXTURES.items() if name in item.fixturenames]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::", 1)[0]))
 
 
 @pytest.fixture
