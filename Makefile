@@ -11,8 +11,9 @@ MODERN_STAMP := $(MODERN)/.installed
 LEGACY_EXTRAS := legacy,keras3,test
 MODERN_EXTRAS := modern,test
 # pytest-xdist workers of `make test` and `make test-modern`: one pytest process leaves one of this
-# machine's two cores idle (the suite's tests run on one thread). tests/conftest.py groups the tests
-# (--dist loadgroup) so a module never splits and the legacy recording is made once.
+# machine's two cores idle (most tests run on one thread). tests/conftest.py marks the tests with
+# xdist groups for --dist loadgroup (the legacy recording made on one worker), which pytest-xdist 3.8
+# cannot apply under pytest 9.2 (README): until then the tests are spread one by one.
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
