@@ -14,6 +14,35 @@ from model_helpers import tiny_config  # noqa: E402
 from qarac import QaracConfig  # noqa: E402
 
 
+# Session fixtures costly enough that, under pytest-xdist (`make test` runs two workers), every test
+# reading one runs on the same worker, so each is built once, as in a single process: fixture -> group.
+SHARED_FIXTURES = {
+    "fresh_recording": "legacy recording",
+    "legacy_trainer": "legacy trainer",
+    "legacy_batch": "legacy trainer",
+    "backend_runs": "keras3 runners",
+}
+
+
+def pytest_configure(config):
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        # The controller builds the embedded tiny model into the cache before any worker starts, so two
+        # workers never build (and replace) the same directory at once.
+        from qarac.presets import tiny_model_dir
+
+        tiny_model_dir()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with an `xdist_group` (read by `--dist loadgroup`): the group (`SHARED_FIXTURES`)
+    of a shared session fixture it reads, else its module. A shared fixture is then built on one worker
+    only, and a module's other tests on one worker, building its module-scoped fixtures there once."""
+    for item in items:
+        shared = [group for name, group in SHARED_FIXTURES.items() if name in item.fixturenames]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::", 1)[0]))
+
+
 @pytest.fixture
 def config() -> QaracConfig:
     return tiny_config()

@@ -76,6 +76,7 @@ def test_encode_bad_inputs(trained, tmp_path, capsys):
     _fails_with(capsys, ["generate", str(trained), "--vector", str(tmp_path / "wrong.npy")], "shape (N, 32)")
 
 
+@pytest.mark.line_independent
 def test_module_entry_point_reports_errors_in_one_line(tmp_path):
     result = run_qarac("train", "--output", str(tmp_path), "--model", str(tmp_path / "nowhere"))
     assert result.returncode == 2

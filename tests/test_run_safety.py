@@ -107,6 +107,7 @@ def kill_at(monkeypatch, index: int, output: Path, snapshot: Path) -> list[str]:
     return seen
 
 
+@pytest.mark.line_independent
 @pytest.mark.parametrize("scenario", ["same_step", "next_step"])
 def test_kill_at_every_step_of_a_save_leaves_a_checkpoint_latest_names(tmp_path, monkeypatch, scenario):
     """`same_step`: resuming a finished run saves its step again (the old code removed the
@@ -296,6 +297,7 @@ def _wait_until_training(output: Path, process) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.line_independent
 def test_a_second_writer_is_refused_and_a_dead_holders_lock_is_recovered(tmp_path):
     """Two `qarac train` into one --output: runs vanished or died mid-save; a --resume
     started while the first trained was accepted and killed the first."""

@@ -173,6 +173,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.line_independent
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_a_checkpoint_then_exits_with_one_line(tmp_path, stop):
     """Issue 13 item 5: Ctrl-C printed a 68-line traceback and saved nothing."""

@@ -207,14 +207,17 @@ def test_fit_runs_the_whole_epoch_when_no_batch_is_ragged(legacy_trainer, tmp_pa
     """Every decoder text of one token length: rows all n + 3, none padded, nothing ragged."""
     from legacy_keras.reproduce import fit_epoch
 
+    # 16 rows per corpus: three batches of 32 (each one a fit step), enough to tell a whole epoch
+    # from a stop after the first batch.
+    rows = 16
     source = read_corpora(DEFAULT_DATA_DIR)
-    same_length = {name: {column: texts[:64] for column, texts in columns.items()}
+    same_length = {name: {column: texts[:rows] for column, texts in columns.items()}
                    for name, columns in source.items()}
-    same_length["reasoning"]["conclusion"] = ["Tom is grey."] * 64
-    same_length["question_answering"]["answer"] = ["Tom is grey."] * 64
-    same_length["reasoning"]["proposition0"] = ["Tom is grey."] * 64
-    same_length["consistency"]["statement0"] = ["Tom is grey."] * 64
-    same_length["consistency"]["statement1"] = ["Tom is grey."] * 64
+    same_length["reasoning"]["conclusion"] = ["Tom is grey."] * rows
+    same_length["question_answering"]["answer"] = ["Tom is grey."] * rows
+    same_length["reasoning"]["proposition0"] = ["Tom is grey."] * rows
+    same_length["consistency"]["statement0"] = ["Tom is grey."] * rows
+    same_length["consistency"]["statement1"] = ["Tom is grey."] * rows
     for name, columns in same_length.items():
         if name == "all_text":
             continue
@@ -228,4 +231,4 @@ def test_fit_runs_the_whole_epoch_when_no_batch_is_ragged(legacy_trainer, tmp_pa
     finally:
         legacy_trainer.set_weights(saved)
     assert report["ragged_batches_in_epoch"] == 0 and report["first_ragged"] is None
-    assert not report["stopped"] and report["batches_completed"] == report["batches_in_epoch"] == 64 * 6 // 32
+    assert not report["stopped"] and report["batches_completed"] == report["batches_in_epoch"] == rows * 6 // 32 == 3
