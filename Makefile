@@ -12,8 +12,8 @@ LEGACY_EXTRAS := legacy,keras3,test
 MODERN_EXTRAS := modern,test
 # pytest-xdist workers of `make test` and `make test-modern`: one pytest process leaves one of this
 # machine's two cores idle (most tests run on one thread). tests/conftest.py marks the tests with
-# xdist groups for --dist loadgroup (the legacy recording made on one worker), which pytest-xdist 3.8
-# cannot apply under pytest 9.2 (README): until then the tests are spread one by one.
+# xdist groups for --dist loadgroup (the legacy recording made on one worker; the `test` extra keeps
+# pytest below 9, where pytest-xdist 3.8 applies no group).
 TEST_WORKERS ?= 2
 XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
