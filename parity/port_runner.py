@@ -19,6 +19,9 @@ same, so they live here and the comparator stays pure:
 The floors themselves depend on both sides (the port's variants plus the legacy's); each runner
 measures its own, and only the comparator adds them up (`parity.noise.floors`).
 
+Every result is held until the comparison; the largest is the float64 twin's gradient of every
+parameter (twice the float32 model's size), held from the float64 stage to the end of the run.
+
 Planted bugs (`parity.mutations`) patch the port's code or the recorded weights for the duration
 of a `check`, so the runner builds and runs the mutated port and the comparator judges it.
 """
