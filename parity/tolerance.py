@@ -16,7 +16,9 @@ section is this object written out (`Tolerance.verdict`), and the Keras 3 column
 The verdict's other bounds each belong to a scale of their own and are defined beside it:
 gradients and backward stages relative to their largest element (`parity.agreement.RELATIVE_BOUND`),
 the float64 check relative to float64 round-off (`parity.exactness.FLOAT64_BOUND`), training losses
-per step (`parity.training.TRAINING_TOLERANCE`). Nothing here imports a framework.
+per step (`parity.training.TRAINING_TOLERANCE`). Comparing a fresh legacy recording with a shipped
+bundle is another comparison, legacy against legacy, with its own bound (`parity.reproduction`).
+Nothing here imports a framework.
 """
 
 from __future__ import annotations
