@@ -1,5 +1,5 @@
 """Noise floors, the port's error in floor units, and the float64 check, per model size: what
-`parity.noise.FLOOR_BOUND` and `parity.exactness.FLOAT64_BOUND` are chosen from.
+`parity.tolerance.FLOOR_BOUND` and `parity.exactness.FLOAT64_BOUND` are chosen from.
 
 What: for each model, the legacy recorded in memory (`parity.legacy.record.record_legacy`, its float64
 run included) and the port judged by `parity.check.check`, the code `qarac-parity` runs. Per
@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import print_table, write_results
 from parity.exactness import FLOAT64_BOUND
-from parity.noise import FLOOR_BOUND
+from parity.tolerance import FLOOR_BOUND
 from qarac.presets import build_base_checkpoint, tiny_model_dir
 
 MID = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 1024,

@@ -6,7 +6,7 @@ the port against the legacy (`check`) or a fresh recording against a shipped bun
 ratio against the bound that belongs to that scale:
 
 - a forward value with a measured noise floor (`parity.noise`): the floor, bound
-  `parity.noise.FLOOR_BOUND` (passed in by the caller, which measured the floor);
+  `parity.tolerance.FLOOR_BOUND` (passed in by the caller, which measured the floor);
 - a gradient of a parameter that is analytically zero (`ANALYTICALLY_ZERO`): the largest
   gradient of the same set, since its own largest magnitude is rounding noise and dividing
   noise by itself gives ratios of order 1 for two equally right runs;

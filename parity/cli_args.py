@@ -20,7 +20,7 @@ def _add_report_flags(parser: argparse.ArgumentParser) -> None:
                              "(*_stages.png)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="fixed absolute forward tolerance, overriding the default verdict "
-                             "(each value within parity.noise.FLOOR_BOUND times its measured noise floor)")
+                             "(each value within parity.tolerance.FLOOR_BOUND times its measured noise floor)")
     parser.add_argument("--quiet", action="store_true", help="no terminal tables, only the verdict line")
 
 

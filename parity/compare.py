@@ -14,9 +14,7 @@ from typing import Any
 
 import numpy as np
 
-# Default absolute tolerance on the tiny model: float32 through two frameworks'
-# kernels (oneDNN in TF, ATen in torch) agrees to ~1e-6 on values of order 1.
-TINY_TOLERANCE = 1e-5
+from parity.tolerance import TINY_TOLERANCE
 
 
 @dataclass

@@ -47,7 +47,7 @@ class ExactValue:
         scale: what the error is divided by (see the module docstring).
         rel_err: max_abs_err / scale.
         float32_detectable: the smallest relative error the float32 verdict would catch on this value
-            (`FLOOR_BOUND` x its floor / scale), where it has a floor.
+            (`parity.tolerance.FLOOR_BOUND` x its floor / scale), where it has a floor.
         passed: rel_err <= `FLOAT64_BOUND`, and no structural or non-finite problem.
         problem: the structural or non-finite problem, if any.
     """

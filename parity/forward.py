@@ -16,10 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity.capture import capture_torch
-from parity.compare import TINY_TOLERANCE, Comparison, compare_arrays
+from parity.compare import Comparison, compare_arrays
 from parity.stages import Capture, stage_site, stage_token_input
-from qarac import QaracTrainerModel
+from parity.tolerance import TINY_TOLERANCE
 
 # Outputs compared besides the trainer's four: each encoder's vector, read from its
 # head's call on its own input in the trainer's forward.
@@ -117,15 +116,15 @@ def compare_captures(pt: Capture, legacy: Capture, inputs: Mapping[str, Any], ca
     return result
 
 
-def introduced_errors(pt_model: QaracTrainerModel, legacy: Capture, inputs: Mapping[str, Any],
+def introduced_errors(fed: Capture, legacy: Capture, inputs: Mapping[str, Any],
                       tolerance: float = TINY_TOLERANCE, floors: Mapping[str, float] | None = None,
                       bound: float | None = None) -> list[Comparison]:
     """Each stage fed the legacy's own input to it: the error the stage introduces by itself.
 
-    One PyTorch forward in which every stage's primary input is replaced by the
-    legacy's input to that stage (forward pre-hooks); each stage's output is then
-    compared with the legacy's output of that stage.
+    Args:
+        fed: the port's forward in which every stage's primary input was replaced by the legacy's
+            input to that stage (`parity.port_runner`); each stage's output is compared with the
+            legacy's output of that stage.
     """
-    fed = capture_torch(pt_model.eval(), inputs, substitute=legacy.stage_inputs)
     return [_judged(compare_arrays(stage, fed.stage_outputs[stage], legacy.stage_outputs[stage], tolerance,
                                    stage_mask(stage, inputs)), stage, floors, bound) for stage in legacy.order]

@@ -20,7 +20,7 @@ NOISE_FRACTION = 1e-6
 
 
 # Parameters allowed a gradient on one side only, with the reason (none: both sides' missing sets
-# are the same, the RoBERTa poolers; `parity.check` compares the sets themselves too).
+# are the same, the RoBERTa poolers; `parity.comparator` compares the sets themselves too).
 DECLARED_ONE_SIDED: dict[str, str] = {}
 
 

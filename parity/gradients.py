@@ -1,8 +1,8 @@
 """Gradient flow: which parameters get a gradient, in which framework and mode.
 
-The PyTorch side is computed here; the legacy side comes from
-`legacy_keras.gradients` and is mapped onto PyTorch names by the weight bridge,
-so every row of the report speaks of the same parameter.
+Both sides arrive as data: the port's gradients from `parity.port_gradients`, the
+legacy's from `legacy_keras.gradients`, mapped onto PyTorch names by the weight
+bridge, so every row of the report speaks of the same parameter.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import torch
 
 from parity.groups import ordered_groups, parameter_group
-from qarac import QaracLoss, QaracTrainerModel
-from qarac.losses import OBJECTIVES
 
 # Why a parameter misses its gradient.
 DEAD = "dead parameter: no path from any loss to it, in any framework"
@@ -92,19 +89,6 @@ def census(gradients: Mapping[str, np.ndarray | None], expected: Iterable[str] |
     return flow
 
 
-def torch_gradients(model: QaracTrainerModel, inputs, targets,
-                    objective: str | None = None) -> dict[str, np.ndarray | None]:
-    """Gradients of the total loss (or one objective's) after one backward, keyed by parameter name."""
-    model.zero_grad(set_to_none=True)
-    losses = QaracLoss(model.config)(model(inputs), targets)
-    loss = losses.total if objective is None else getattr(losses, objective)
-    loss.backward()
-    result = {name: None if p.grad is None else p.grad.detach().cpu().numpy().copy()
-              for name, p in model.named_parameters()}
-    model.zero_grad(set_to_none=True)
-    return result
-
-
 def reachability(per_objective: Mapping[str, Mapping[str, np.ndarray | None]]) -> dict[str, dict[str, bool]]:
     """{group: {objective: True if that objective's loss gives any parameter of the group a non-zero gradient}}."""
     names = next(iter(per_objective.values())).keys()
@@ -114,27 +98,6 @@ def reachability(per_objective: Mapping[str, Mapping[str, np.ndarray | None]]) -
             if grad is not None and np.any(grad):
                 matrix[parameter_group(name)][objective] = True
     return matrix
-
-
-def torch_gradients_and_reachability(model: QaracTrainerModel, inputs,
-                                     targets) -> tuple[dict[str, np.ndarray | None], dict[str, dict[str, bool]]]:
-    """From one forward: the total loss's gradients (as `torch_gradients`) and `reachability` per objective.
-
-    Each objective's gradient is only asked whether it is non-zero, in place (no copy).
-    """
-    model.zero_grad(set_to_none=True)
-    names, parameters = zip(*model.named_parameters())
-    losses = QaracLoss(model.config)(model(inputs), targets)
-    matrix = {group: {objective: False for objective in OBJECTIVES} for group in ordered_groups(names)}
-    for objective in OBJECTIVES:
-        grads = torch.autograd.grad(getattr(losses, objective), parameters, retain_graph=True, allow_unused=True)
-        for name, grad in zip(names, grads):
-            if grad is not None and bool(grad.any()):
-                matrix[parameter_group(name)][objective] = True
-        del grads
-    grads = torch.autograd.grad(losses.total, parameters, allow_unused=True)
-    total = {name: None if grad is None else grad.detach().cpu().numpy() for name, grad in zip(names, grads)}
-    return total, matrix
 
 
 def attribute_causes(flow: GradientFlow, references: list[Mapping[str, np.ndarray | None]]) -> None:

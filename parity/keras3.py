@@ -7,7 +7,7 @@ them, and the live run's legacy recording and noise floors, this module computes
 
 - forward parity of each backend's padded-batch forward against the legacy's, output by
   output and stage by stage, judged exactly as the port is (`parity.forward.compare_captures`,
-  the port's noise floors, `parity.noise.FLOOR_BOUND`), the first stage over its bound named;
+  the port's noise floors, the run's `parity.tolerance.Tolerance`), the first stage over its bound named;
 - gradient parity of each backend's eager gradients against the legacy's eager ones
   (`parity.gradient_parity.compare_gradients`);
 - the census columns `keras3/<backend>/eager` and `keras3/<backend>/compiled`
@@ -31,13 +31,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from parity import gradient_parity, gradients, noise
-from parity.check import SEED_MISSING
+from parity import gradient_parity, gradients
+from parity.comparator import SEED_MISSING
 from parity.forward import compare_captures
-from parity.port import fixed_tolerance
 from parity.results import LegacyRun, ParityReport
 from parity.stages import Capture, sites
-from qarac import QaracConfig
+from parity.tolerance import Tolerance
 
 BACKENDS = ("tensorflow", "torch", "jax")
 MODES = ("eager", "compiled")
@@ -196,12 +195,11 @@ def keras3_section(report: ParityReport, run: LegacyRun, runs: Mapping[str, Back
     Returns:
         the report section, the census columns, and the checks.
     """
-    verdict = report.verdict or {}
+    rule = Tolerance.from_verdict(report.verdict or {}, model_config)  # the port's run's rule
     floors = (report.noise_floors.get("padded") or {}).get("floor")
-    if verdict.get("mode") == "fixed tolerance" or floors is None:
-        bound, tolerance = None, float(verdict.get("absolute_tolerance") or 1e-5)
-    else:
-        bound, tolerance = noise.FLOOR_BOUND, fixed_tolerance(QaracConfig(base=dict(model_config)))
+    if floors is None:
+        rule = rule.without_floors()
+    bound, tolerance = rule.bound_in_floors, rule.absolute
     num_layers = int(model_config["num_hidden_layers"])
     parameters = list(run.parameters)
     section: dict[str, Any] = {"backends": {}, "modes": list(MODES), "verdict": {"bound_in_floors": bound,

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from parity import bridge
 from parity.check import check
-from parity.compare import TINY_TOLERANCE, Comparison, ParityFailure
+from parity.compare import Comparison, ParityFailure
 from parity.forward import CaseResult, compare_captures
 from parity.keras3 import add_keras3
 from parity.memory import release_memory
@@ -25,7 +25,9 @@ from parity.port import default_preset
 from parity.results import ParityReport
 from parity.stages import Capture
 from parity.capture import capture_torch
-from parity.training import TrainingParity, check_training
+from parity.port_training import check_training
+from parity.tolerance import TINY_TOLERANCE
+from parity.training import TrainingParity
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.checkpoint import read_roberta_config
 

@@ -1,8 +1,10 @@
-"""The results a run produces, as plain data: the legacy runner's `LegacyRun` and the comparator's `ParityReport`.
+"""The results a run produces, as plain data: the legacy runner's `LegacyRun`, the port runner's
+`PortRun` and the comparator's `ParityReport`.
 
 The legacy runner (`parity.legacy.record`) fills a `LegacyRun`; the bundle codec
-(`parity.reference`) writes and reads one; the comparator (`parity.check`) takes
-one and returns a `ParityReport`; the report writers (`parity.report`,
+(`parity.reference`) writes and reads one; the port runner (`parity.port_runner`)
+runs the port on it and fills a `PortRun`; the comparator (`parity.comparator`)
+takes the two and returns a `ParityReport`; the report writers (`parity.report`,
 `parity.plot`) read the report only. Nothing here imports a framework.
 """
 
@@ -114,6 +116,75 @@ class LegacyRun:
     training: LegacyTraining | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     float64: LegacyFloat64 | None = None
+
+
+@dataclass
+class PortNoise:
+    """The port's own noise on one batch: how far each variant of its own code path moves each value.
+
+    Attributes:
+        moved: value (`output:<name>` or stage) -> variant (`parity.noise.VARIANTS`) -> max |variant -
+            the port's float32 run| over real tokens.
+        skipped: variant -> why it was not run on this batch.
+    """
+
+    moved: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PortTraining:
+    """The port's side of training parity (`parity.port_training`): the batches its own pipeline built
+    (as arrays, keyed as `LegacyTraining.batches`) and per step the losses of the Keras-matched
+    optimizer (`matched`) and of torch's default NAdam (`control`)."""
+
+    batches: list[dict[str, np.ndarray]]
+    matched: list[dict[str, float]]
+    control: list[dict[str, float]]
+
+
+@dataclass
+class PortRun:
+    """What the port computed on a `LegacyRun`'s inputs, as plain data (`parity.port_runner.run_port`).
+
+    Attributes:
+        versions: the port side's libraries.
+        legacy_preset: the port ran in the legacy preset (a model handed in may not).
+        captures: case -> the port's captured forward (`CAPTURES`).
+        noise: case -> the port's own noise variants (`PortNoise`), for every compared case.
+        introduced: case -> the stage outputs of a forward whose every stage was fed the legacy's
+            input to it (the `padded` and `sharp` cases).
+        float64_captures: case -> the port's float64 twin's captured forward (every compared case, one
+            of its noise variants; the all-padding row only where the legacy's float64 run was recorded).
+        float64_gradients: the float64 twin's gradients of the total loss, or None.
+        determinism: `torch_tf32_off`, `torch_dropout_off`, `torch_repeat_identical`.
+        gradients: `pt/legacy`, `pt/default` -> parameter -> gradient of the total loss (None: none).
+        reachability: the same modes -> parameter group -> objective -> reached.
+        default_parameters: every parameter of the default preset.
+        backward: stage -> the input gradient the port's stage passes on, fed the legacy's input and
+            upstream gradient (`LegacyBackward.order`).
+        deviations: the deviation ledger as measured (`parity.ledger`), empty outside the legacy preset.
+        training: the port's side of training parity, or None.
+        l2_normalized: the port's `l2_normalize` of the legacy's probe vectors (`LegacyRun.l2_probe`).
+        timings_s: seconds each part of the port's run took.
+    """
+
+    versions: dict[str, str]
+    legacy_preset: bool
+    captures: dict[str, Capture] = field(default_factory=dict)
+    noise: dict[str, PortNoise] = field(default_factory=dict)
+    introduced: dict[str, Capture] = field(default_factory=dict)
+    float64_captures: dict[str, Capture] = field(default_factory=dict)
+    float64_gradients: dict[str, np.ndarray | None] | None = None
+    determinism: dict[str, bool] = field(default_factory=dict)
+    gradients: dict[str, dict[str, np.ndarray | None]] = field(default_factory=dict)
+    reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
+    default_parameters: list[str] = field(default_factory=list)
+    backward: dict[str, np.ndarray] = field(default_factory=dict)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
+    training: PortTraining | None = None
+    l2_normalized: np.ndarray | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

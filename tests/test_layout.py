@@ -18,8 +18,12 @@ PACKAGES = ("qarac", "parity", "legacy_keras")
 # What the legacy runner alone may import: TensorFlow, its Keras 2, Keras 3, and the legacy model.
 TENSORFLOW = ("tensorflow", "tf_keras", "keras", "legacy_keras")
 # The modules `qarac-parity check BUNDLE` runs: the comparator, the bundle codec, the report.
-COMPARATOR = ("parity.check", "parity.compare", "parity.agreement", "parity.reference", "parity.bundle",
-              "parity.report", "parity.plot", "parity.testing", "parity.reproduction", "parity.mutations")
+COMPARATOR = ("parity.check", "parity.comparator", "parity.tolerance", "parity.port_runner", "parity.compare",
+              "parity.agreement", "parity.reference", "parity.bundle", "parity.report", "parity.plot",
+              "parity.testing", "parity.reproduction", "parity.mutations")
+# The port runner: the parity code that builds the port or runs it (`parity.check` = runner, then comparator).
+PORT_RUNNER = ("parity.port_runner", "parity.port", "parity.port_noise", "parity.port_gradients",
+               "parity.port_training", "parity.capture", "parity.ledger", "parity.sharp")
 # The legacy runner: the only parity code that may import TensorFlow.
 LEGACY_RUNNER = "parity.legacy"
 # Past this many lines a module holds more than one concept: split it.
@@ -180,6 +184,20 @@ def test_comparator_reaches_no_tensorflow(module):
     assert module in edges, f"{module} is not a module any more: update COMPARATOR"
     chains = tensorflow_paths(module, edges, outside)
     assert not chains, "\n".join(chains)
+
+
+def test_the_comparator_imports_no_runner():
+    """The comparator judges two results (`LegacyRun`, `PortRun`): nothing it imports can build or run the port."""
+    edges, _ = import_graph()
+    parents = reachable("parity.comparator", edges)
+    reached = []
+    for module in sorted(set(parents) & set(PORT_RUNNER)):
+        chain, step = [], module
+        while step is not None:
+            chain.append(step)
+            step = parents[step]
+        reached.append(" -> ".join(reversed(chain)))
+    assert not reached, "\n".join(reached)
 
 
 def test_only_the_legacy_runner_imports_tensorflow():

@@ -6,7 +6,8 @@ import torch
 
 from model_helpers import tiny_config, trainer_batch
 from parity.capture import capture_torch
-from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, measure_floors, reorder_moved
+from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, reorder_moved
+from parity.port_noise import measure_floors
 from qarac import QaracTrainerModel
 
 

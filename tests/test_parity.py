@@ -196,7 +196,7 @@ def test_gradient_census_and_causes():
 
 def test_gradient_parity_on_the_bridged_models(models, batch):
     from parity.gradient_parity import GRADIENT_TOLERANCE, compare_gradients
-    from parity.gradients import torch_gradients
+    from parity.port_gradients import torch_gradients
     from parity.legacy.tensors import tf_gradients
 
     tf_model, pt_legacy, _, weight_map = models

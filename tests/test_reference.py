@@ -56,9 +56,10 @@ def test_check_passes_on_the_shipped_bundle_without_tensorflow(tmp_path):
 
 
 def test_a_wrong_weight_in_the_port_fails_naming_its_stage(run, monkeypatch):
-    from parity import check as comparator
+    from parity import port_runner
+    from parity.check import check
 
-    build = comparator.build_port
+    build = port_runner.build_port
 
     def with_planted_bug(recorded, device="cpu", port=None):
         pt_legacy, pt_default = build(recorded, device, port)
@@ -66,8 +67,8 @@ def test_a_wrong_weight_in_the_port_fails_naming_its_stage(run, monkeypatch):
             pt_legacy.decoder.decoder.encoder.layer[1].attention.self.query.weight[3, 5] += 0.05
         return pt_legacy, pt_default
 
-    monkeypatch.setattr(comparator, "build_port", with_planted_bug)
-    report = comparator.check(run)
+    monkeypatch.setattr(port_runner, "build_port", with_planted_bug)
+    report = check(run)
     assert not report.passed and not report.checks["forward"]
     assert report.first_failing_stage.startswith("padded: decoder base: layer 1"), report.first_failing_stage
 

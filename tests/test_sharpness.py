@@ -12,7 +12,7 @@ import pytest
 from parity import mutations
 from parity.exactness import FLOAT64_BOUND
 from parity.check import check
-from parity.noise import FLOOR_BOUND
+from parity.tolerance import FLOOR_BOUND
 from parity.reference import read_reference
 
 SHIPPED = Path(__file__).resolve().parent.parent / "reference" / "tiny"
@@ -142,9 +142,8 @@ def test_port_producing_nan_gets_a_full_report_naming_the_first_stage(run):
 def test_tolerance_constants_are_the_measured_ones():
     """Loosening a tolerance is a change of evidence, not of code: each constant is pinned to the
     value its comment justifies from measurements (README, bench/README.md)."""
-    from parity.compare import TINY_TOLERANCE
     from parity.gradient_parity import GRADIENT_TOLERANCE, NOISE_FRACTION
-    from parity.port import ROBERTA_BASE_TOLERANCE
+    from parity.tolerance import ROBERTA_BASE_TOLERANCE, TINY_TOLERANCE
     from parity.training import TRAINING_TOLERANCE
 
     assert (TINY_TOLERANCE, ROBERTA_BASE_TOLERANCE) == (1e-5, 1e-4)

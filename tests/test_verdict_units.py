@@ -10,7 +10,7 @@ import numpy as np
 
 from parity.compare import compare_arrays
 from parity.gradient_parity import compare_gradients
-from parity.check import missing_sets_agree
+from parity.comparator import missing_sets_agree
 from parity.report import json_safe
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from parity.capture import capture_torch
-from parity.compare import TINY_TOLERANCE
-from parity.gradients import torch_gradients
+from parity.tolerance import TINY_TOLERANCE
+from parity.port_gradients import torch_gradients
 from parity.inputs import sample_batch
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.checkpoint import read_roberta_config

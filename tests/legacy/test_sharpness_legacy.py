@@ -11,7 +11,8 @@ from parity.legacy.capture import capture_keras  # noqa: E402
 from parity.live import build_models  # noqa: E402
 from parity.inputs import sample_batch  # noqa: E402
 from parity.legacy.capture import legacy_floor_variants  # noqa: E402
-from parity.noise import FLOOR_BOUND, measure_floors  # noqa: E402
+from parity.port_noise import measure_floors  # noqa: E402
+from parity.tolerance import FLOOR_BOUND  # noqa: E402
 
 
 class Models:
@@ -59,10 +60,11 @@ def test_backward_error_is_located_at_the_stage_that_introduces_it(models):
 
     from parity.backward import introduced_backward
     from parity.legacy.capture import legacy_backward
+    from parity.port_runner import stage_input_gradients
 
     inputs, targets = models.batch.inputs, models.batch.targets
     legacy = legacy_backward(models.tf_model, inputs, targets)
-    clean = introduced_backward(models.pt_legacy, legacy, inputs, 1e-4)
+    clean = introduced_backward(stage_input_gradients(models.pt_legacy, legacy, inputs), legacy, inputs, 1e-4)
     assert all(c.passed for c in clean) and len(clean) == len(legacy.order)
     before = capture_torch(models.pt_legacy, inputs).outputs["encode_decode"]
     output = models.pt_legacy.decoder.decoder_head.layer_1.output
@@ -71,7 +73,7 @@ def test_backward_error_is_located_at_the_stage_that_introduces_it(models):
     try:
         with torch.no_grad():  # the forward is unchanged
             assert np.array_equal(capture_torch(models.pt_legacy, inputs).outputs["encode_decode"], before)
-        planted = introduced_backward(models.pt_legacy, legacy, inputs, 1e-4)
+        planted = introduced_backward(stage_input_gradients(models.pt_legacy, legacy, inputs), legacy, inputs, 1e-4)
     finally:
         del output.forward
     assert next(c.name for c in planted if not c.passed) == "decoder head: layer_1 (offset_text)"
