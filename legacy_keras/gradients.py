@@ -74,11 +74,36 @@ def capture_missing_gradient_warnings() -> Iterator[list[list[str]]]:
     """
     catcher = _WarningCatcher()
     logger = logging.getLogger("tensorflow")
-    logger.addHandler(catcher)
+    with _warnings_reach(logger):
+        logger.addHandler(catcher)
+        try:
+            yield catcher.lists
+        finally:
+            logger.removeHandler(catcher)
+
+
+@contextmanager
+def _warnings_reach(logger: logging.Logger) -> Iterator[None]:
+    """A logger silenced above WARNING (`qarac-parity` sets TensorFlow's to ERROR) would drop the
+    warning before any handler sees it: for the block, the logger passes warnings on while its own
+    handlers, and its parents', keep the silence they had."""
+    silenced_at = logger.getEffectiveLevel()
+    if silenced_at <= logging.WARNING:
+        yield
+        return
+    handlers = list(logger.handlers)
+    saved = (logger.level, logger.propagate, [handler.level for handler in handlers])
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    for handler in handlers:
+        handler.setLevel(max(handler.level, silenced_at))
     try:
-        yield catcher.lists
+        yield
     finally:
-        logger.removeHandler(catcher)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        for handler, level in zip(handlers, saved[2]):
+            handler.setLevel(level)
 
 
 def tape_outputs_and_gradients(trainer, batch, targets, training: bool):

@@ -174,3 +174,24 @@ def test_fixed_trainer_loses_only_the_poolers_under_graph():
 def test_unknown_mode_rejected(legacy_trainer, legacy_batch):
     with pytest.raises(ValueError, match=r"unknown mode 'jit'"):
         missing_gradients(legacy_trainer, *legacy_batch, mode="jit")
+
+
+def test_the_fit_warning_is_caught_after_tensorflows_logger_was_silenced():
+    """`qarac-parity` silences TensorFlow's logger (level ERROR, `parity.logs.silence_library_logs`);
+    a `fit` probe in the same process must still read the warning, and leave the silence as it was."""
+    import logging
+
+    from legacy_keras.gradients import capture_missing_gradient_warnings
+
+    logger = logging.getLogger("tensorflow")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with capture_missing_gradient_warnings() as warnings:
+            logger.warning("Gradients do not exist for variables %s when minimizing the loss.", ["a/kernel:0", "b:0"])
+        assert warnings == [["a/kernel:0", "b:0"]]
+        assert logger.level == logging.ERROR
+        logger.warning("Gradients do not exist for variables %s when minimizing the loss.", ["after:0"])
+        assert warnings == [["a/kernel:0", "b:0"]]
+    finally:
+        logger.setLevel(before)
