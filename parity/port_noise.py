@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from parity.capture import capture_torch
-from parity.noise import (REORDER_VARIANTS, SKIPPED_REORDER, NoiseFloors, compared_values, floors, max_difference,
+from parity.noise import (REORDER_VARIANTS, SKIPPED_REORDER, compared_values, max_difference,
                           permutation, permuted, unpermute, values_and_masks)
 from parity.results import PortNoise
 from parity.stages import Capture
@@ -120,9 +120,3 @@ def port_noise(pt_model, inputs: Mapping[str, Any], pt: Capture, seed: int = 0,
             result.moved.setdefault(name, {})[variant] = max_difference(value, reference[name], masks[name])
     return result, variants["float64"]
 
-
-def measure_floors(pt_model, inputs: Mapping[str, Any], pt: Capture, legacy: Capture,
-                   legacy_variants: Mapping[str, Mapping[str, float]], seed: int = 0,
-                   reorder: bool = True, legacy64: Capture | None = None) -> NoiseFloors:
-    """Noise floors of one batch: the port's variants measured here, added to the legacy's (`parity.noise.floors`)."""
-    return floors(port_noise(pt_model, inputs, pt, seed, reorder)[0], legacy, legacy_variants, inputs, legacy64)

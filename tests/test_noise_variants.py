@@ -6,8 +6,8 @@ import torch
 
 from model_helpers import tiny_config, trainer_batch
 from parity.capture import capture_torch
-from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, reorder_moved
-from parity.port_noise import measure_floors
+from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, floors, reorder_moved
+from parity.port_noise import port_noise
 from qarac import QaracTrainerModel
 
 
@@ -17,7 +17,8 @@ def _floors(reorder: bool):
     inputs, _ = trainer_batch()
     capture = capture_torch(model, inputs)
     legacy_variants = {name: {} for name in compared_values(capture)}  # the legacy's side, none here
-    return measure_floors(model, inputs, capture, capture, legacy_variants, seed=0, reorder=reorder)
+    port, _ = port_noise(model, inputs, capture, 0, reorder)
+    return floors(port, capture, legacy_variants, inputs)
 
 
 def test_reorderings_run_unless_skipped_and_a_skip_is_explained():
