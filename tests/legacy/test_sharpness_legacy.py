@@ -11,7 +11,8 @@ from parity.legacy.capture import capture_keras  # noqa: E402
 from parity.live import build_models  # noqa: E402
 from parity.inputs import sample_batch  # noqa: E402
 from parity.legacy.capture import legacy_floor_variants  # noqa: E402
-from parity.port_noise import measure_floors  # noqa: E402
+from parity.noise import floors as noise_floors  # noqa: E402
+from parity.port_noise import port_noise  # noqa: E402
 from parity.tolerance import FLOOR_BOUND  # noqa: E402
 
 
@@ -42,8 +43,8 @@ def test_float64_oracle_cannot_hide_a_port_bug(models):
         query.copy_(key)  # a weight-bridge bug: layer 0's query given the key's kernel
     try:
         pt = capture_torch(models.pt_legacy, inputs)
-        floors = measure_floors(models.pt_legacy, inputs, pt, legacy,
-                                legacy_floor_variants(models.tf_model, inputs, legacy)).floor
+        port, _ = port_noise(models.pt_legacy, inputs, pt, 0, True)
+        floors = noise_floors(port, legacy, legacy_floor_variants(models.tf_model, inputs, legacy), inputs).floor
     finally:
         with torch.no_grad():
             query.copy_(original)
