@@ -46,7 +46,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests/keras3
 
 # The shipped bundle checked, and recorded again, under capped instruction sets and thread counts
-# (parity.portability): one fresh process per setting; a setting that reads back as the machine as it
+# (parity.portability): one fresh process per setting, two at a time; a setting that reads back as the machine as it
 # is (checked and recorded by `make test`) or as an earlier setting is not run twice.
 test-portability: $(STAMP)
 	$(PY) -m pytest -q -m portability tests/legacy/test_portability.py

@@ -21,7 +21,7 @@ from parity.results import LegacyRun, ParityReport, PortRun
 from parity.stages import Capture
 from parity.tolerance import Tolerance
 from parity.training import compare_training
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 # The six variables the original's traced `fit` leaves without a gradient (its "Gradients do not
 # exist" warning): the RoBERTa poolers and the pooling heads' local projections.

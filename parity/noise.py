@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
-import torch
 
 from parity.forward import TOKEN_OUTPUTS, output_arrays, stage_mask
 from parity.results import PortNoise
@@ -83,8 +82,8 @@ class NoiseFloors:
 
 
 def permuted(inputs: Mapping[str, Any], order: np.ndarray) -> dict[str, Any]:
-    index = torch.as_tensor(order)
-    return {name: type(tokens)(tokens.input_ids[index], tokens.attention_mask[index]) for name, tokens in inputs.items()}
+    # A tensor indexed by an integer array takes those rows (numpy's and torch's alike).
+    return {name: type(tokens)(tokens.input_ids[order], tokens.attention_mask[order]) for name, tokens in inputs.items()}
 
 
 def unpermute(capture: Capture, order: np.ndarray) -> Capture:

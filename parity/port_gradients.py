@@ -8,7 +8,7 @@ import torch
 
 from parity.groups import ordered_groups, parameter_group
 from qarac import QaracLoss, QaracTrainerModel
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 def torch_gradients(model: QaracTrainerModel, inputs, targets,
                     objective: str | None = None) -> dict[str, np.ndarray | None]:

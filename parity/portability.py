@@ -41,6 +41,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,14 @@ def first_equal(readbacks: dict[str, dict[str, Any]]) -> dict[str, str]:
     return same
 
 
-def run_settings(settings: list[str], bundle_dir: Path, out_dir: Path, timeout: float = 900) -> PortabilityPass:
+def run_settings(settings: list[str], bundle_dir: Path, out_dir: Path, timeout: float = 900,
+                 jobs: int = 2) -> PortabilityPass:
     """Every setting of `settings`, its result written to `out_dir/<setting>.json`.
 
-    The read-backs come first; a setting reading back as `AS_IS` or an earlier setting does is
-    not run (`same_as`); each other one runs in its own fresh process.
+    The read-backs come first, one at a time (a read-back counts the threads of its own process);
+    a setting reading back as `AS_IS` or an earlier setting does is not run (`same_as`); each
+    other one runs in its own fresh process, `jobs` of them at once. A setting's results depend on
+    its environment only (its thread counts are set, or fixed by the core count), not on what runs beside it.
     """
     from qarac.checkpoint import atomic_write_text
 
@@ -206,9 +210,12 @@ def run_settings(settings: list[str], bundle_dir: Path, out_dir: Path, timeout: 
         if setting in same:
             results[setting] = PortabilityResult(setting, SETTINGS[setting], readbacks[setting], same_as=same[setting])
             atomic_write_text(out_dir / f"{setting}.json", json.dumps(results[setting].to_dict(), indent=1) + "\n")
-        else:
-            results[setting] = run_setting(setting, bundle_dir, out_dir / f"{setting}.json", timeout, readbacks[setting])
-    return PortabilityPass(readbacks[AS_IS], results)
+    to_run = [setting for setting in settings if setting not in same]
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        ran = pool.map(lambda setting: run_setting(setting, bundle_dir, out_dir / f"{setting}.json", timeout,
+                                                   readbacks[setting]), to_run)
+        results.update(zip(to_run, ran))
+    return PortabilityPass(readbacks[AS_IS], {setting: results[setting] for setting in settings})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from parity.results import LegacyTraining, PortTraining
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 # A learning rate large enough that an unmatched optimizer shows within a few
 # steps; the original's 1e-5 moves the losses too little to tell optimizers apart.

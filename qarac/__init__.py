@@ -1,26 +1,35 @@
 """QARAC in PyTorch: two encoders, a decoder and four training objectives.
 
-Importing this package never imports TensorFlow (see `qarac._hf`).
+The names below load their module on first use (PEP 562), so that importing one light module
+of the package (`qarac.objectives`, `qarac.batch`) loads neither the model nor `transformers`:
+`parity.comparator` judges results through such modules alone. Every module that imports
+`transformers` imports `qarac._hf` first, so the port never imports TensorFlow.
 """
 
-from qarac import _hf  # noqa: F401  (must run before anything imports transformers)
-from qarac.config import LEGACY_VALUES, QaracConfig
-from qarac.decoder import QaracDecoderModel
-from qarac.encoder import QaracEncoderModel
-from qarac.heads import GlobalAttentionPoolingHead, QaracDecoderHead
-from qarac.losses import LossBreakdown, QaracLoss
-from qarac.trainer import INPUT_NAMES, QaracTrainerModel, QaracTrainerOutput
+import importlib
 
-__all__ = [
-    "LEGACY_VALUES",
-    "INPUT_NAMES",
-    "GlobalAttentionPoolingHead",
-    "LossBreakdown",
-    "QaracConfig",
-    "QaracDecoderHead",
-    "QaracDecoderModel",
-    "QaracEncoderModel",
-    "QaracLoss",
-    "QaracTrainerModel",
-    "QaracTrainerOutput",
-]
+_LAZY = {
+    "LEGACY_VALUES": "qarac.config",
+    "QaracConfig": "qarac.config",
+    "QaracDecoderModel": "qarac.decoder",
+    "QaracEncoderModel": "qarac.encoder",
+    "GlobalAttentionPoolingHead": "qarac.heads",
+    "QaracDecoderHead": "qarac.heads",
+    "LossBreakdown": "qarac.losses",
+    "QaracLoss": "qarac.losses",
+    "INPUT_NAMES": "qarac.trainer",
+    "QaracTrainerModel": "qarac.trainer",
+    "QaracTrainerOutput": "qarac.trainer",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'qarac' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})

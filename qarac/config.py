@@ -16,6 +16,8 @@ from typing import Any, Mapping
 from qarac import _hf  # noqa: F401  (keeps TensorFlow out of the port)
 from transformers import RobertaConfig
 
+from qarac.objectives import OBJECTIVES
+
 # Option name -> the value that reproduces the legacy Keras model.
 LEGACY_VALUES: Mapping[str, bool] = MappingProxyType(
     {
@@ -49,7 +51,7 @@ class DeviationRegion:
     parameters_removed: bool = False
 
 
-_ALL_OUTPUTS = frozenset({"encode_decode", "question_answering", "reasoning", "consistency"})
+_ALL_OUTPUTS = frozenset(OBJECTIVES)
 _CROSS_ENTROPY = frozenset({"encode_decode", "reasoning", "total"})
 
 # Option -> its declared region (the legacy behaviour each reproduces is on the QaracConfig fields).

@@ -12,9 +12,6 @@ from torch import nn
 from qarac.config import QaracConfig
 from qarac.trainer import QaracTrainerOutput, TensorFields, Tokens
 
-# The four training objectives, in the order the legacy sums them (the trainer's outputs).
-OBJECTIVES = ("encode_decode", "question_answering", "reasoning", "consistency")
-
 
 @dataclass
 class LossBreakdown(TensorFields):

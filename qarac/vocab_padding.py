@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from qarac import _hf  # noqa: F401  (its RobertaLMHead import must not pull TensorFlow in)
+
 # Tensor-core GEMM kernels want the inner dimensions a multiple of 8; 64 suits every tile size.
 DEFAULT_MULTIPLE = 64
 

@@ -9,6 +9,8 @@ function-level import closes a circle as surely as a module-level one, only late
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,8 @@ COMPARATOR = ("parity.check", "parity.comparator", "parity.tolerance", "parity.p
 # The port runner: the parity code that builds the port or runs it (`parity.check` = runner, then comparator).
 PORT_RUNNER = ("parity.port_runner", "parity.port", "parity.port_noise", "parity.port_gradients",
                "parity.port_training", "parity.capture", "parity.ledger", "parity.sharp")
+# The port's model code (what the port runner builds): the comparator reaches none of it.
+PORT_MODEL = ("qarac.base", "qarac.trainer", "qarac.encoder", "qarac.decoder", "qarac.heads", "qarac.losses")
 # The legacy runner: the only parity code that may import TensorFlow.
 LEGACY_RUNNER = "parity.legacy"
 # Past this many lines a module holds more than one concept: split it.
@@ -92,6 +96,10 @@ def import_graph(root: Path = ROOT, packages=PACKAGES) -> tuple[dict[str, set[st
             if isinstance(node, ast.ImportFrom) and node.names and all(
                     f"{_absolute(module, path, node)}.{alias.name}" in modules for alias in node.names):
                 edges[module].discard(_absolute(module, path, node))
+    # Importing `qarac.x` runs `qarac/__init__.py` first: every module imports its enclosing packages.
+    for module in modules:
+        parts = module.split(".")
+        edges[module].update(".".join(parts[:end]) for end in range(1, len(parts)) if ".".join(parts[:end]) in modules)
     return edges, outside
 
 
@@ -191,13 +199,26 @@ def test_the_comparator_imports_no_runner():
     edges, _ = import_graph()
     parents = reachable("parity.comparator", edges)
     reached = []
-    for module in sorted(set(parents) & set(PORT_RUNNER)):
+    for module in sorted(set(parents) & {*PORT_RUNNER, *PORT_MODEL}):
         chain, step = [], module
         while step is not None:
             chain.append(step)
             step = parents[step]
         reached.append(" -> ".join(reversed(chain)))
     assert not reached, "\n".join(reached)
+
+
+def test_importing_the_comparator_loads_no_framework():
+    """What `import parity.comparator` really loads (package `__init__`s included), in a fresh process:
+    no model code of the port, no `transformers`, no torch, no TensorFlow or Keras."""
+    code = ("import sys, parity.comparator\n"
+            "print('\\n'.join(sorted(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = set(result.stdout.split())
+    frameworks = ("torch", "transformers", "tensorflow", "tf_keras", "keras", "jax", "legacy_keras")
+    found = sorted(name for name in loaded if name.split(".")[0] in frameworks or name in PORT_MODEL)
+    assert not found, f"importing parity.comparator loads {found[:12]}"
 
 
 def test_only_the_legacy_runner_imports_tensorflow():

@@ -12,7 +12,7 @@ from parity.gradients import census, reachability
 from parity.port_gradients import torch_gradients, torch_gradients_and_reachability
 from parity.groups import parameter_group
 from qarac import QaracTrainerModel
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 
 @pytest.mark.parametrize("legacy", [False, True])

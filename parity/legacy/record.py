@@ -38,7 +38,7 @@ from parity.sharp import CURRENT_VERSION, VERSION_KEY, sharpened
 from qarac import QaracConfig, QaracTrainerModel
 from qarac.base import skip_init
 from qarac.checkpoint import read_roberta_config
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 
 def legacy_versions() -> dict[str, str]:

@@ -30,7 +30,7 @@ from qarac.checkpoint import read_roberta_config
 from qarac.data.batches import CorpusBatches
 from qarac.data.corpora import DEFAULT_DATA_DIR
 from qarac.data.options import DataConfig
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 
 def _dropout_free_copy(model_dir: Path, destination: Path) -> Path:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from qarac.checkpoint import atomic_write, atomic_write_text
-from qarac.losses import OBJECTIVES
+from qarac.objectives import OBJECTIVES
 
 HISTORY_NAME = "loss_history.json"
 PLOT_NAME = "loss_curve.png"

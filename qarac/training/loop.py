@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from qarac.losses import OBJECTIVES, QaracLoss
+from qarac.losses import QaracLoss
+from qarac.objectives import OBJECTIVES
 from qarac.trainer import QaracTrainerModel
 from qarac.training.build import build_dataset, build_model, epoch_batches, load_tokenizer_for, steps_per_epoch
 from qarac.training.checkpoints import TrainingState, save_checkpoint
