@@ -19,13 +19,19 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: test test-modern test-portability parity reference install install-modern clean
 
+# The project's own (editable) build writes its metadata into the tree: two venvs bootstrapped at
+# once (`make -j2 install install-modern`, as .ci/run does) take turns for that step alone.
+BUILD_LOCK := $(if $(shell command -v flock),flock .build.lock,)
+
 # $(1): venv directory, $(2): extras
 define bootstrap
 	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
 	$(1)/bin/python -m pip install --quiet --upgrade pip
 	# torch first and pinned: it resolves to the CPU wheel on local disk, never a CUDA build.
 	$(1)/bin/python -m pip install --quiet "torch==2.13.0"
-	$(1)/bin/python -m pip install --quiet -e ".[$(2)]"
+	$(1)/bin/python scripts/requirements.py $(2) > $(1)/requirements.txt
+	$(1)/bin/python -m pip install --quiet -r $(1)/requirements.txt
+	$(BUILD_LOCK) $(1)/bin/python -m pip install --quiet --no-deps -e .
 	touch $(1)/.installed
 endef
 
@@ -46,7 +52,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests/keras3
 
 # The shipped bundle checked, and recorded again, under capped instruction sets and thread counts
-# (parity.portability): one fresh process per setting, two at a time; a setting that reads back as the machine as it
+# (parity.portability): one fresh process per setting, three at a time; a setting that reads back as the machine as it
 # is (checked and recorded by `make test`) or as an earlier setting is not run twice.
 test-portability: $(STAMP)
 	$(PY) -m pytest -q -m portability tests/legacy/test_portability.py

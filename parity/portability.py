@@ -193,25 +193,28 @@ def first_equal(readbacks: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 
 def run_settings(settings: list[str], bundle_dir: Path, out_dir: Path, timeout: float = 900,
-                 jobs: int = 2) -> PortabilityPass:
+                 jobs: int = 3) -> PortabilityPass:
     """Every setting of `settings`, its result written to `out_dir/<setting>.json`.
 
-    The read-backs come first, one at a time (a read-back counts the threads of its own process);
-    a setting reading back as `AS_IS` or an earlier setting does is not run (`same_as`); each
-    other one runs in its own fresh process, `jobs` of them at once. A setting's results depend on
-    its environment only (its thread counts are set, or fixed by the core count), not on what runs beside it.
+    The read-backs come first; a setting reading back as `AS_IS` or an earlier setting does is not
+    run (`same_as`); each other one runs in its own fresh process. Read-backs and settings run `jobs`
+    at once: what each reads back or computes depends on its environment only (its thread counts
+    are set, or fixed by the core count; a read-back counts its own process's threads), not on
+    what runs beside it.
     """
     from qarac.checkpoint import atomic_write_text
 
-    readbacks = {AS_IS: readback(), **{setting: readback(SETTINGS[setting]) for setting in settings}}
-    same = first_equal(readbacks)
-    results = {}
-    for setting in settings:
-        if setting in same:
-            results[setting] = PortabilityResult(setting, SETTINGS[setting], readbacks[setting], same_as=same[setting])
-            atomic_write_text(out_dir / f"{setting}.json", json.dumps(results[setting].to_dict(), indent=1) + "\n")
-    to_run = [setting for setting in settings if setting not in same]
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        environments = {AS_IS: None, **{setting: SETTINGS[setting] for setting in settings}}
+        readbacks = dict(zip(environments, pool.map(readback, environments.values())))
+        same = first_equal(readbacks)
+        results = {}
+        for setting in settings:
+            if setting in same:
+                results[setting] = PortabilityResult(setting, SETTINGS[setting], readbacks[setting],
+                                                     same_as=same[setting])
+                atomic_write_text(out_dir / f"{setting}.json", json.dumps(results[setting].to_dict(), indent=1) + "\n")
+        to_run = [setting for setting in settings if setting not in same]
         ran = pool.map(lambda setting: run_setting(setting, bundle_dir, out_dir / f"{setting}.json", timeout,
                                                    readbacks[setting]), to_run)
         results.update(zip(to_run, ran))

@@ -90,3 +90,23 @@ def test_tiny_checkpoint_follows_robertas_init_rule(tmp_path):
             assert abs(float(tensor.std()) - 0.02) < 0.003 and abs(float(tensor.mean())) < 0.003, name
     for table in ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight"):
         assert (tensors[table][1] == 0).all()  # the <pad> row, as RoBERTa's padding_idx init leaves it
+
+
+def test_the_bootstrap_installs_every_requirement_of_the_extras():
+    """scripts/requirements.py (the Makefile installs its list before the project): the base
+    dependencies and each named extra's, as pyproject.toml lists them; an unknown extra is named."""
+    import importlib.util
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("requirements_script", root / "scripts" / "requirements.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    listed = script.requirements(["legacy", "test"])
+    expected = [*project["dependencies"], *project["optional-dependencies"]["legacy"],
+                *project["optional-dependencies"]["test"]]
+    assert listed == expected and "tensorflow-cpu>=2.21,<2.22" in listed
+    with pytest.raises(SystemExit, match="unknown extra.*legasy"):
+        script.requirements(["legasy"])

@@ -7,10 +7,15 @@ from parity import portability
 from parity.portability import AS_IS, PortabilityResult
 
 
-def _fake_pass(monkeypatch, readbacks, barrier=None):
+def _fake_pass(monkeypatch, readbacks, barrier=None, readback_barrier=None):
     ran = []
-    monkeypatch.setattr(portability, "readback", lambda env=None: readbacks[next(
-        (name for name, setting_env in portability.SETTINGS.items() if setting_env == env), AS_IS)])
+
+    def readback(env=None):
+        if readback_barrier is not None:
+            readback_barrier.wait()
+        return readbacks[next((name for name, setting_env in portability.SETTINGS.items() if setting_env == env), AS_IS)]
+
+    monkeypatch.setattr(portability, "readback", readback)
 
     def run_setting(setting, bundle_dir, out, timeout, known_readback):
         ran.append(setting)
@@ -22,11 +27,12 @@ def _fake_pass(monkeypatch, readbacks, barrier=None):
     return ran
 
 
-def test_two_settings_run_at_once_and_come_back_in_order(monkeypatch, tmp_path):
+def test_two_read_backs_and_two_settings_run_at_once_and_come_back_in_order(monkeypatch, tmp_path):
     settings = ["one-thread", "onednn-sse41", "torch-scalar"]
     readbacks = {AS_IS: {"isa": "AVX2"}, **{name: {"setting": name} for name in settings}}
-    # The third setting runs after one of the first two is done: a party of two, reused.
-    ran = _fake_pass(monkeypatch, readbacks, threading.Barrier(2, timeout=20))
+    # The third setting runs after one of the first two is done: a party of two, reused; the four
+    # read-backs (the machine as it is and three settings) likewise, two at a time.
+    ran = _fake_pass(monkeypatch, readbacks, threading.Barrier(2, timeout=20), threading.Barrier(2, timeout=20))
     readbacks["torch-scalar"] = {"isa": "AVX2"}  # reads back as the machine as it is: not run
     result = portability.run_settings(settings, tmp_path, tmp_path, jobs=2)
     assert list(result.results) == settings
