@@ -1,7 +1,7 @@
 """Portability on one machine (`parity.portability`): under each capped instruction set and thread
 count, read back from the libraries that ran, the port passes `check` on the shipped bundle and a
 fresh recording reproduces it by the shared rule. Run by `make test-portability` (a separate CI pass:
-each setting is a fresh process recording the legacy, about two minutes each, two at a time)."""
+each setting is a fresh process recording the legacy, about two minutes each, three at a time)."""
 
 from __future__ import annotations
 
