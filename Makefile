@@ -20,7 +20,7 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 .PHONY: test test-modern test-portability parity reference install install-modern clean
 
 # The project's own (editable) build writes its metadata into the tree: two venvs bootstrapped at
-# once (`make -j2 install install-modern`, as .ci/run does) take turns for that step alone.
+# once (`make -j2 install test-modern`, as .ci/run does) take turns for that step alone.
 BUILD_LOCK := $(if $(shell command -v flock),flock .build.lock,)
 
 # $(1): venv directory, $(2): extras
