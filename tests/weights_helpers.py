@@ -31,3 +31,16 @@ def faulty_model_dir(source: Path, target: Path, fault: str) -> Path:
         raise ValueError(f"unknown fault {fault!r}")
     safetensors.torch.save_file(tensors, str(target / "model.safetensors"), metadata=metadata)
     return target
+
+
+def moved_by_one_ulp(source: Path, target: Path, direction: int) -> Path:
+    """`source` copied to `target` with every nonzero float weight moved one ulp up (`direction`
+    1) or down (-1): a rounding-level change of the inputs, the size of the difference another
+    CPU's kernels make to any one product. Zeros stay zero (padding rows, biases)."""
+    shutil.copytree(source, target)
+    tensors = safetensors.torch.load_file(target / "model.safetensors")
+    towards = direction * float("inf")
+    moved = {name: torch.where(tensor != 0, torch.nextafter(tensor, torch.full_like(tensor, towards)), tensor)
+             for name, tensor in tensors.items()}
+    safetensors.torch.save_file(moved, str(target / "model.safetensors"), metadata={"format": "pt"})
+    return target
