@@ -7,8 +7,10 @@ encoder base first (`tf_roberta_model`), then the decoder base
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,15 @@ def read_config(model_dir: str | os.PathLike) -> RobertaConfig:
     return RobertaConfig.from_pretrained(model_dir)
 
 
+@contextlib.contextmanager
+def only_file(model_dir: Path, weights: str):
+    """A temporary directory holding a link to `model_dir / weights` alone, for a loader that
+    would otherwise choose among the weight files it finds."""
+    with tempfile.TemporaryDirectory(prefix="qarac-weights-") as staging:
+        os.symlink((model_dir / weights).resolve(), Path(staging) / weights)
+        yield staging
+
+
 def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False, load_weights: bool = True) -> TFRobertaModel:
     """Loads a `TFRobertaModel` (pooler included) from PyTorch or TF weights.
 
@@ -105,7 +116,11 @@ def load_base_model(model_dir: str | os.PathLike, is_decoder: bool = False, load
         # from_pt would initialise a missing tensor randomly and only warn: refuse it first.
         check_base_weights(model_dir, config, pooler=True)
     try:
-        return TFRobertaModel.from_pretrained(model_dir, config=config, from_pt=not tf_weights)
+        # The file chosen above, and no other: `from_pt=True` takes a pickled pytorch_model.bin beside
+        # the checked safetensors first, and a TF load prefers model.safetensors to tf_model.h5.
+        # (transformers 4.57's `use_safetensors=True` with `from_pt=False` fails on PyTorch safetensors.)
+        with only_file(model_dir, weights) as source:
+            return TFRobertaModel.from_pretrained(source, config=config, from_pt=not tf_weights)
     except Exception as error:  # safetensors, h5py and torch raise their own types
         raise ValueError(f"could not load the weights in {model_dir / weights}: {type(error).__name__}: {error}") from error
 

@@ -85,6 +85,29 @@ def test_pickled_weights_are_refused(tmp_path):
         load_base_model(tmp_path)
 
 
+def test_safetensors_win_over_a_pickle_beside_them(tmp_path):
+    """A directory holding both model.safetensors (the file checked for missing and extra tensors)
+    and a pytorch_model.bin with the word embeddings zeroed and a tensor deleted: the legacy loads
+    the safetensors (transformers' `from_pt` would take the pickle first), so it holds their values."""
+    import safetensors.numpy
+    import torch
+
+    from qarac.presets import tiny_model_dir
+
+    model_dir = shutil.copytree(tiny_model_dir(), tmp_path / "both")
+    stored = safetensors.numpy.load_file(model_dir / "model.safetensors")
+    pickled = {name: torch.from_numpy(value.copy()) for name, value in stored.items()}
+    pickled["embeddings.word_embeddings.weight"].zero_()
+    del pickled["encoder.layer.1.attention.self.query.weight"]
+    torch.save(pickled, model_dir / "pytorch_model.bin")
+    base = load_base_model(model_dir)
+    words = base.roberta.embeddings.weight.numpy()
+    assert np.abs(words).max() > 0  # not the pickle's zeros
+    np.testing.assert_array_equal(words, stored["embeddings.word_embeddings.weight"])  # a copy of the same floats
+    query = next(v for v in base.weights if "layer_._1/attention/self/query/kernel" in v.name)
+    np.testing.assert_array_equal(query.numpy(), stored["encoder.layer.1.attention.self.query.weight"].T)
+
+
 def test_corrupt_weights_file(tmp_path):
     from qarac.presets import tiny_model_dir
 
