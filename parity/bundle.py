@@ -242,6 +242,8 @@ def _check_files(directory: Path, files: Mapping[str, str]) -> None:
     if ARRAYS_NAME not in files:
         raise BundleError(f"{directory / MANIFEST_NAME} lists no {ARRAYS_NAME}")
     for name, expected in sorted(files.items()):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{directory / MANIFEST_NAME} names {name!r}, a file outside the bundle")
         path = directory / name
         if not path.is_file():
             raise BundleError(f"bundle {directory} lacks {name}, which its manifest lists")
@@ -263,8 +265,16 @@ def read_bundle(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA
     """
     directory = Path(directory)
     manifest = read_manifest(directory, schemas)
+    path = directory / ARRAYS_NAME
+    # Read once, and hash what is loaded: the file may have been replaced since read_manifest hashed it.
     try:
-        arrays = safetensors.numpy.load_file(str(directory / ARRAYS_NAME))
+        content = path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"{path} could not be read: {error}") from error
+    if hashlib.sha256(content).hexdigest() != manifest["files"][ARRAYS_NAME]:
+        raise BundleError(f"bundle file {path} was changed after recording (sha256 differs from the manifest)")
+    try:
+        arrays = safetensors.numpy.load(content)
     except (safetensors.SafetensorError, OSError, ValueError) as error:
         raise BundleError(f"{directory / ARRAYS_NAME} is not a readable safetensors file: {error}") from error
     listed = manifest.get("arrays", {})

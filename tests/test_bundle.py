@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -197,3 +198,35 @@ def test_an_edited_result_changes_the_digest_and_is_refused(tmp_path):
         read_bundle(directory)
     rewrite_manifest(directory, lambda m: None)  # sealed again: readable, under another digest
     assert read_bundle(directory).digest != digest
+
+
+def test_the_arrays_checked_are_the_arrays_loaded(tmp_path, monkeypatch):
+    """The arrays file replaced after its hash was checked (a loop of `os.replace` beside `check`
+    did it between the two reads): the bundle is refused, never judged on other arrays."""
+    import parity.bundle as bundle_module
+
+    directory = written(tmp_path)
+    impostor = tmp_path / "impostor.safetensors"
+    safetensors.numpy.save_file({name: np.zeros_like(value) for name, value in
+                                 safetensors.numpy.load_file(str(directory / ARRAYS_NAME)).items()}, str(impostor))
+    checked = bundle_module.read_manifest
+
+    def swapped_after_the_check(*args, **kwargs):
+        manifest = checked(*args, **kwargs)
+        impostor.replace(directory / ARRAYS_NAME)
+        return manifest
+
+    monkeypatch.setattr(bundle_module, "read_manifest", swapped_after_the_check)
+    with pytest.raises(BundleError, match=r"arrays.safetensors was changed after recording"):
+        read_bundle(directory)
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/hostname", "model/../../outside.txt"])
+def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(tmp_path, name):
+    directory = written(tmp_path)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not part of the bundle")
+    target = Path(name) if name.startswith("/") else outside
+    rewrite_manifest(directory, lambda m: m["files"].update({name: sha256_of(target)}))
+    with pytest.raises(BundleError, match=r"names .* outside the bundle"):
+        read_bundle(directory)
