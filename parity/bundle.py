@@ -276,7 +276,7 @@ def read_bundle(directory: str | os.PathLike, schemas: tuple[int, ...] = (SCHEMA
     try:
         arrays = safetensors.numpy.load(content)
     except (safetensors.SafetensorError, OSError, ValueError) as error:
-        raise BundleError(f"{directory / ARRAYS_NAME} is not a readable safetensors file: {error}") from error
+        raise BundleError(f"{path} is not a readable safetensors file: {error}") from error
     listed = manifest.get("arrays", {})
     for name, entry in listed.items():
         if "same_as" in entry and entry["same_as"] in arrays:
