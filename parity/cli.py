@@ -294,6 +294,10 @@ def check_device(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg == "--spec" or arg.startswith("--spec=") for arg in argv):  # any pair: the model-agnostic core
+        from parity.core.cli import main as main_pair
+
+        return main_pair(["live", *argv] if argv[:1] not in (["record"], ["check"], ["live"]) else argv)
     if argv[:1] == ["record"]:
         return main_record(argv[1:])
     if argv[:1] == ["check"]:

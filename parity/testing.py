@@ -31,7 +31,7 @@ GRADIENT_CHECKS = ("gradient_parity", "gradient_missing_sets_agree", "backward_s
 
 
 def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, tolerance: float | None = None,
-                             gradients: bool = True) -> Any:
+                             gradients: bool = True, spec: Any = None) -> Any:
     """Raise `ParityFailure` naming every output, stage or gradient of `model` that differs from the bundle's legacy.
 
     Args:
@@ -41,6 +41,9 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
         bundle: a reference bundle directory (`qarac-parity record`).
         tolerance: a fixed absolute forward tolerance instead of the noise-floor verdict (as `check --tolerance`).
         gradients: also judge the gradients (gradient parity, missing sets, backward stages).
+        spec: a `parity.core.Pair`: `model` is that pair's port (its parameters named as it likes: the
+            spec's weight map decides) and `bundle` a bundle of that pair (`qarac-parity record --spec`);
+            every check of `parity.core.judge` is judged. None: `model` is a QARAC trainer.
 
     Returns: the `ParityReport` of the check.
 
@@ -49,6 +52,8 @@ def assert_matches_reference(model: torch.nn.Module, bundle: str | Path, toleran
         RuntimeError: the bundle's weights do not fit `model`.
         ParityFailure: some output, stage or gradient is over its bound.
     """
+    if spec is not None:
+        return _assert_pair(model, Path(bundle), spec, tolerance, gradients)
     report = check(read_reference(Path(bundle)), tolerance=tolerance, port=model)
     judged = FORWARD_CHECKS + (GRADIENT_CHECKS if gradients else ())
     failed = [name for name in judged if not report.checks.get(name, True)]
@@ -72,3 +77,21 @@ def failures(report: Any, failed: list[str]) -> list[Comparison]:
     if not found:
         found = [_structural_failure(name, "check failed", 0.0) for name in failed]
     return found
+
+
+# The checks of a pair's report that judge gradients (left out with gradients=False).
+PAIR_GRADIENT_CHECKS = ("gradient_parity", "gradient_missing_sets_agree", "gradients_finite")
+
+
+def _assert_pair(model: torch.nn.Module, bundle: Path, spec: Any, tolerance: float | None, gradients: bool) -> Any:
+    from parity.core import codec, pipeline
+    from parity.core.report import failure_lines
+
+    if tolerance is not None:
+        raise ValueError("a pair is judged against its noise floors; a fixed tolerance applies to QARAC only")
+    report = pipeline.check(spec, codec.read(bundle, spec.name), model)
+    failed = [name for name, ok in report.checks.items() if not ok and (gradients or name not in PAIR_GRADIENT_CHECKS)]
+    if failed:
+        found = [_structural_failure(line.split(": ", 1)[0], line.split(": ", 1)[-1], 0.0) for line in failure_lines(report)]
+        raise ParityFailure(found or [_structural_failure(name, "check failed", 0.0) for name in failed])
+    return report

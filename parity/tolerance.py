@@ -87,3 +87,14 @@ class Tolerance:
         """The report's `verdict` section."""
         return {"mode": FIXED if self.fixed else NOISE_FLOOR, "bound_in_floors": self.bound_in_floors,
                 "absolute_tolerance": self.given}
+
+
+# --- provisional (issue 31 core; issue 32 defines these for real) ---
+PRECISION_BOUND = 8.0
+
+
+def value_floor(ulp: float, legacy_own: float, port_own: float, legacy_float64: float) -> float:
+    """A value's noise floor from the legacy's side: the port's own rounding counts only up to what
+    the precision check allows it (`PRECISION_BOUND` times the legacy's float32 error, at least an ulp)."""
+    allowance = PRECISION_BOUND * max(legacy_float64, ulp)
+    return max(ulp, legacy_own + min(port_own, allowance))

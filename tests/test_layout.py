@@ -28,8 +28,15 @@ PORT_RUNNER = ("parity.port_runner", "parity.port", "parity.port_noise", "parity
                "parity.port_training", "parity.capture", "parity.ledger", "parity.sharp")
 # The port's model code (what the port runner builds): the comparator reaches none of it.
 PORT_MODEL = ("qarac.base", "qarac.trainer", "qarac.encoder", "qarac.decoder", "qarac.heads", "qarac.losses")
-# The legacy runner: the only parity code that may import TensorFlow.
+# The legacy runner: the only parity code that may import TensorFlow (and the core's Keras runner).
 LEGACY_RUNNER = "parity.legacy"
+# The model-agnostic core (`parity.core`): it knows no model. Its Keras runner is its only TensorFlow
+# importer; what `check --spec BUNDLE` runs reaches none.
+CORE = "parity.core"
+CORE_KERAS_RUNNER = "parity.core.keras_side"
+CORE_CHECK = ("parity.core.pipeline", "parity.core.judge", "parity.core.codec", "parity.core.torch_side",
+              "parity.core.report", "parity.pairs")
+MODEL_PACKAGES = ("qarac", "legacy_keras", "keras3_qarac", "parity.models")
 # Past this many lines a module holds more than one concept: split it.
 MAX_MODULE_LINES = 400
 LINE_LIMITED = ("qarac", "parity")
@@ -226,13 +233,56 @@ def test_only_the_legacy_runner_imports_tensorflow():
     edges, outside = import_graph()
     offenders = []
     for module in edges:
-        if module.split(".")[0] != "parity" or module.startswith(LEGACY_RUNNER):
+        if module.split(".")[0] != "parity" or module.startswith(LEGACY_RUNNER) or module == CORE_KERAS_RUNNER:
             continue
         direct = sorted(set(outside[module]) & set(TENSORFLOW))
         direct += sorted(target for target in edges[module] if target.split(".")[0] == "legacy_keras")
         if direct:
             offenders.append(f"{module} imports {', '.join(direct)}")
     assert not offenders, "\n".join(offenders)
+
+
+def model_imports(edges, outside, core: str = CORE) -> list[str]:
+    """Each import chain from a module of `core` to a model package (the port, the legacy, an adapter)."""
+    chains = []
+    for module in sorted(m for m in edges if m == core or m.startswith(core + ".")):
+        parents = reachable(module, edges)
+        for target in sorted(parents):
+            hits = [target] if target.startswith(MODEL_PACKAGES) else []
+            hits += sorted(name for name in outside.get(target, ()) if name in MODEL_PACKAGES)
+            if hits:
+                chain, step = [], target
+                while step is not None:
+                    chain.append(step)
+                    step = parents[step]
+                chains.append(" -> ".join(reversed(chain)) + f" reaches {', '.join(hits)}")
+    return chains
+
+
+def test_the_core_imports_no_model_package():
+    edges, outside = import_graph()
+    assert any(m.startswith(CORE + ".") for m in edges), "parity.core has no modules: update CORE"
+    found = model_imports(edges, outside)
+    assert not found, "\n".join(found)
+
+
+def test_a_core_module_importing_a_model_is_found(tmp_path):
+    """The checker itself: a core module reaching the port's package through a neighbour is named."""
+    root = _tree(tmp_path, {"parity/__init__.py": "", "parity/core/__init__.py": "", "parity/helper.py": "import qarac\n",
+                            "parity/core/judge.py": "def f():\n    from parity import helper\n",
+                            "qarac/__init__.py": ""})
+    edges, outside = import_graph(root, ("parity", "qarac"))
+    found = model_imports(edges, outside)
+    assert found and "parity.core.judge -> parity.helper -> qarac" in found[0]
+
+
+@pytest.mark.parametrize("module", CORE_CHECK)
+def test_the_core_check_reaches_no_tensorflow(module):
+    edges, outside = import_graph()
+    assert module in edges, f"{module} is not a module any more: update CORE_CHECK"
+    chains = tensorflow_paths(module, edges, outside)
+    chains += [f"{module} reaches {CORE_KERAS_RUNNER}"] if CORE_KERAS_RUNNER in reachable(module, edges) else []
+    assert not chains, "\n".join(chains)
 
 
 def _tree(tmp_path: Path, files: dict[str, str]) -> Path:
