@@ -74,7 +74,27 @@ class BFloat16Classifier(TextClassifier):
         self.classifier = BFloat16Linear(self.classifier.in_features, self.classifier.out_features)
 
 
+class DropoutLeftOn(TextClassifier):
+    """Dropout after the embedding, active whatever the mode (`training=True` hard-coded)."""
+
+    def forward(self, token_ids):
+        lengths = (token_ids != 0).sum(dim=1).cpu()
+        dropped = torch.nn.functional.dropout(self.embedding(token_ids), 0.1, training=True)
+        _, (final, _) = self.lstm(pack_padded_sequence(dropped, lengths, batch_first=True, enforce_sorted=False))
+        return self.classifier(final[-1])
+
+
+class BiasGradientDoubled(TextClassifier):
+    """A backward hook doubles the classifier bias's gradient: the forward is right, one gradient is not."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier.bias.register_hook(lambda grad: grad * 2)
+
+
 UNPACKED = replace(SPEC, build_torch=lambda dtype: Unpacked())
+DROPOUT = replace(SPEC, build_torch=lambda dtype: DropoutLeftOn())
+DOUBLED = replace(SPEC, build_torch=lambda dtype: BiasGradientDoubled())
 DETACHED = replace(SPEC, build_torch=lambda dtype: DetachedEmbedding())
 BFLOAT16 = replace(SPEC, build_torch=lambda dtype: BFloat16Classifier())
 
@@ -108,6 +128,23 @@ def test_without_packing_only_the_padded_rows_go_wrong(recorded):
     report = pipeline.check(UNPACKED, recorded)
     full = [v for v in report.values if v.name.startswith("full:")]
     assert full and all(v.passed for v in full)  # no padding, nothing to mask
+
+
+def test_a_wrong_formula_shows_in_float64_at_the_same_stage(recorded):
+    report = pipeline.check(SWAPPED_GATES, recorded)
+    assert not report.checks["float64_exactness"] and report.first_float64_stage == "padded: stage:lstm"
+
+
+def test_dropout_left_on_is_located_as_non_determinism(recorded):
+    report = pipeline.check(DROPOUT, recorded)
+    assert not report.checks["determinism"]
+    assert report.first_nondeterministic_stage == "padded: stage:lstm"  # the embedding itself is deterministic
+
+
+def test_a_gradient_wrong_behind_a_right_forward_is_named(recorded):
+    report = pipeline.check(DOUBLED, recorded)
+    assert report.checks["forward"] and not report.checks["gradient_parity"]
+    assert [v.name for v in report.gradients if not v.passed] == ["gradient: classifier.bias"]
 
 
 def test_a_lost_gradient_is_told_from_a_zero_one(recorded):
@@ -156,3 +193,12 @@ def test_a_bundle_of_another_pair_is_refused(recorded, capsys):
 
 
 RENAMED = replace(SPEC, name="renamed")
+
+
+def test_a_map_that_loses_bits_fails_the_round_trip(recorded):
+    lossy = Layout("transposed through float16", lambda a: (a.T.astype("float16").astype("float32"),),
+                   lambda a: (a.T,))
+    spec = replace(SPEC, weights=with_rule(WEIGHTS, "classifier/kernel", Rule("classifier/kernel", "classifier.weight", lossy)))
+    report = pipeline.check(spec, recorded)
+    assert not report.checks["weights_round_trip"]
+    assert report.weights["round_trip_failures"] == ["classifier/kernel"]
