@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from parity.bundle import SCHEMA_VERSION, Bundle, BundleError, check_same_model, read_bundle, write_bundle
+from parity.noise import compared_values, max_difference, values_and_masks
 from parity.results import CAPTURES, CASES, LegacyBackward, LegacyFloat64, LegacyRun, LegacyTraining
 from parity.sharp import VERSION_KEY, version_of_bundle
 from parity.stages import Capture
+from parity.tolerance import RECORDING_CONSISTENCY_BOUND, recording_consistent
 from qarac.batch import INPUT_NAMES, TokenBatch
 
 # The version of the noise-floor inputs a bundle holds (`to_bundle`): 2 adds the legacy's float64 run.
@@ -159,12 +161,41 @@ def from_bundle(bundle: Bundle) -> LegacyRun:
         sharpened_set = version_of_bundle(bundle.meta, bundle.schema_version or SCHEMA_VERSION)
     except ValueError as error:
         raise BundleError(f"bundle {bundle.directory}: {error}") from None
-    return LegacyRun({**bundle.meta, VERSION_KEY: sharpened_set}, weights, results["weight_summary"], inputs, targets,
+    run = LegacyRun({**bundle.meta, VERSION_KEY: sharpened_set}, weights, results["weight_summary"], inputs, targets,
                      {case: _read_capture(bundle, case, orders[case]) for case in CAPTURES}, floors,
                      results["determinism"], gradients, results["fit_warning"], results["parameters"],
                      results["fit_missing"], legacy_backward,
                      (bundle.array("l2_probe/vectors"), bundle.array("l2_probe/legacy")), training,
                      results.get("record_timings_s", {}), _read_float64(bundle, results.get("float64")))
+    inconsistent = float64_inconsistencies(run)
+    if inconsistent:
+        raise BundleError(f"bundle {bundle.directory} is inconsistent: its float32 {inconsistent[0]} is further from its "
+                          f"own float64 run than float32 arithmetic explains (more than {RECORDING_CONSISTENCY_BOUND:g} "
+                          f"of the value's magnitude){f', and {len(inconsistent) - 1} more' if len(inconsistent) > 1 else ''}")
+    return run
+
+
+def float64_inconsistencies(run: LegacyRun) -> list[str]:
+    """"case: value (relative error)" for each recorded float32 value its float64 run cannot explain
+    (`parity.tolerance.recording_consistent`); empty where the run holds no float64 run."""
+    if run.float64 is None:
+        return []
+    found = []
+    for case, legacy in run.captures.items():
+        exact = run.float64.captures.get(case)
+        if exact is None:
+            continue
+        inputs = run.inputs[case if case in run.inputs else "padded"]  # sharp: the padded batch
+        values, masks = values_and_masks(legacy, inputs)
+        exact_values = compared_values(exact)
+        for name, value in values.items():
+            if name not in exact_values:
+                continue
+            error = max_difference(value, exact_values[name], masks[name])
+            scale = max_difference(exact_values[name], np.zeros_like(exact_values[name]), masks[name])
+            if not recording_consistent(error, scale):
+                found.append(f"{case}: {name} ({error / scale if scale else float('inf'):.3g})")
+    return found
 
 
 def _read_float64(bundle: Bundle, recorded: Mapping[str, Any] | None) -> LegacyFloat64 | None:

@@ -40,6 +40,20 @@ ROBERTA_BASE_TOLERANCE = 1e-4
 
 NOISE_FLOOR, FIXED = "noise floor", "fixed tolerance"
 
+# How far a recording's float32 value may sit from the same recording's float64 run, relative to the
+# value's largest float64 magnitude: what float32 arithmetic through the model can explain. A recorded
+# value beyond it is not the legacy's float32 result (an edited or unrelated array), and would widen its
+# own floor (the floor holds |legacy32 - legacy64|). Measured worst, the ratio judged here (AMD EPYC):
+# 2.5e-6 on reference/tiny (sharp: encode_decode), 1.9e-6 on the Intel Xeon recording (max_length:
+# consistency), both by `parity.reference.float64_inconsistencies`; 3.0e-7 on the user pair's bundle
+# (`parity.core.codec.float64_inconsistencies`). 1e-3 is 400x the worst; a bug-sized edit is O(1).
+RECORDING_CONSISTENCY_BOUND = 1e-3
+
+
+def recording_consistent(error: float, scale: float) -> bool:
+    """A recorded float32 value `error` away from its float64 run, of largest float64 magnitude `scale`."""
+    return error <= RECORDING_CONSISTENCY_BOUND * scale
+
 
 def fixed_tolerance(model_config: Mapping[str, Any]) -> float:
     """The absolute tolerance of a model size (`model_config`: the RoBERTa architecture, as recorded)."""

@@ -186,3 +186,25 @@ def test_check_reports_progress_per_gradient_mode(run):
     assert [s for s in seen if s.startswith("gradients")] == [
         "gradients", "gradients: pt/legacy (total and per objective)", "gradients: pt/default (total and per objective)",
         "gradients: backward per stage"]
+
+
+def _moved_array(bundle: Path, name: str, shift: float) -> None:
+    """`name` moved by `shift` in the bundle's arrays, the file's hash and the digest resealed."""
+    import safetensors.numpy
+
+    path = bundle / ARRAYS_NAME
+    arrays = safetensors.numpy.load_file(str(path))
+    manifest = json.loads((bundle / MANIFEST_NAME).read_text())
+    stored = manifest["arrays"][name].get("same_as", name)
+    arrays[stored] = arrays[stored] + np.asarray(shift, dtype=arrays[stored].dtype)
+    safetensors.numpy.save_file(arrays, str(path), metadata={"format": "np"})
+    _rehash(bundle, ARRAYS_NAME)
+
+
+def test_a_legacy_value_its_float64_run_cannot_explain_is_refused_naming_it(bundle_copy, capsys):
+    """A reference output moved by +1000 (resealed) would widen its own floor (|legacy32 - legacy64| is
+    part of it): the check passed with error 1000 = 1.0 floors. Now the bundle is refused, the value named."""
+    _moved_array(bundle_copy, "legacy/padded/output/reasoning", 1000.0)
+    with pytest.raises(BundleError, match=r"inconsistent.*padded.*output:trainer\.reasoning"):
+        read_reference(bundle_copy)
+    assert "inconsistent" in _fails(["check", str(bundle_copy)], capsys)

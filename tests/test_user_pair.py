@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from parity.bundle import BundleError
 from parity.cli import main
 from parity.pairs import Layout, Rule, WeightMap, gate_blocks
 from parity.core import codec, pipeline
@@ -202,3 +203,16 @@ def test_a_map_that_loses_bits_fails_the_round_trip(recorded):
     report = pipeline.check(spec, recorded)
     assert not report.checks["weights_round_trip"]
     assert report.weights["round_trip_failures"] == ["classifier/kernel"]
+
+
+def test_a_recorded_value_its_float64_run_cannot_explain_is_refused(tmp_path):
+    """An original's output edited in the bundle (resealed) would widen its own floor: refused, named."""
+    import dataclasses
+
+    run = codec.read(BUNDLE, SPEC.name)
+    edited = dataclasses.replace(run, values={case: {v: dict(vals) for v, vals in variants.items()}
+                                              for case, variants in run.values.items()})
+    edited.values["padded"]["float32"]["output:output"] = run.values["padded"]["float32"]["output:output"] + 1.0
+    codec.write(edited, tmp_path / "edited")
+    with pytest.raises(BundleError, match=r"inconsistent: its float32 padded: output:output"):
+        codec.read(tmp_path / "edited", SPEC.name)

@@ -16,9 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from parity.bundle import Bundle, BundleError, read_bundle, write_bundle
-from parity.core.results import KerasRun, StageSite
+from parity.core.results import FLOAT32, FLOAT64, KerasRun, StageSite
 from parity.core.spec import Batch
+from parity.tolerance import RECORDING_CONSISTENCY_BOUND, recording_consistent
 
 PAIR_KEY = "pair"
 
@@ -74,7 +77,34 @@ def read(directory: str | Path, pair_name: str | None = None) -> KerasRun:
                         else bundle.array(f"keras/gradients/{mode}/{name}") for name in names}
                  for mode, names in meta["gradient_variables"].items()}
     weights = {name[len("weights/"):]: value for name, value in arrays.items() if name.startswith("weights/")}
-    return KerasRun(meta["name"], dict(meta["versions"]), weights, [StageSite(**site) for site in meta["stages"]],
+    run = KerasRun(meta["name"], dict(meta["versions"]), weights, [StageSite(**site) for site in meta["stages"]],
                     batches, values, meta["gradient_case"], gradients,
                     {case: order for case, order in meta["permutation"].items()},
                     {"digest": bundle.digest, "directory": str(directory)})
+    inconsistent = float64_inconsistencies(run)
+    if inconsistent:
+        raise BundleError(f"bundle {directory} is inconsistent: its float32 {inconsistent[0]} is further from its own "
+                          f"float64 run than float32 arithmetic explains (more than {RECORDING_CONSISTENCY_BOUND:g} of "
+                          "the value's magnitude): a float32 value that is not the original's would widen its own floor")
+    return run
+
+
+def _relative(value: np.ndarray, exact: np.ndarray) -> tuple[float, float]:
+    error = float(np.abs(np.subtract(value, exact, dtype=np.float64)).max(initial=0.0))
+    return error, float(np.abs(exact).max(initial=0.0))
+
+
+def float64_inconsistencies(run: KerasRun) -> list[str]:
+    """"case: value (relative error)" for each recorded float32 value (and gradient) its float64 run cannot explain."""
+    found = []
+    pairs = [(f"{case}: {name}", value, variants[FLOAT64][name])
+             for case, variants in run.values.items() for name, value in variants[FLOAT32].items()]
+    pairs += [(f"gradient: {name}", value, run.gradients[FLOAT64].get(name))
+              for name, value in run.gradients.get("eager", {}).items() if value is not None]
+    for name, value, exact in pairs:
+        if exact is None:
+            continue
+        error, scale = _relative(value, exact)
+        if not recording_consistent(error, scale):
+            found.append(f"{name} ({error / scale if scale else float('inf'):.3g})")
+    return found
