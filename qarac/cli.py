@@ -31,6 +31,17 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return f"{help_text} (default: %(default)s)"
 
 
+# torch and numpy take seeds as unsigned 64-bit; torch's own check fails past 2**63 ("Overflow when
+# unpacking long long"), numpy's below 0.
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int) -> None:
+    """`--seed` must be in [0, 2**63 - 1]; checked before any work."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {seed}")
+
+
 def _add_train(subparsers) -> argparse.ArgumentParser:
     from qarac.data.corpora import CORPUS_COLUMNS
     from qarac.training.config import TrainConfig
@@ -172,6 +183,7 @@ def run_train(args: argparse.Namespace) -> None:
     from qarac.training.config import TrainConfig
     from qarac.training.loop import train
 
+    check_seed(args.seed)
     settings = train_settings(args)
     if args.resume:
         settings = resumed_settings(settings, args.explicit)
@@ -193,7 +205,7 @@ def _file_lines(path: Path) -> Iterator[str]:
     """Every line of a UTF-8 text file, read lazily; a blank line is the empty text, so that
     row i of the output is line i of the file."""
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # a byte order mark is not part of line 1
             for line in handle:
                 yield line.rstrip("\r\n")
     except UnicodeDecodeError as error:
@@ -208,6 +220,9 @@ def _text_source(args: argparse.Namespace) -> tuple[int, Callable[[], Iterator[s
     path = Path(args.file) if args.file else None
     if path is not None and path.is_dir():
         raise UsageError(f"--file {path} is a directory; name a text file")
+    if path is not None and path.exists() and not path.is_file():
+        raise UsageError(f"--file {path} is not a regular file (a pipe or device: it is read twice, to count "
+                         "and to encode); save the texts to a file first")
     if path is not None and not path.is_file():
         raise UsageError(f"--file {path} does not exist")
     count = len(args.texts) + (sum(1 for _ in _file_lines(path)) if path is not None else 0)
