@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from parity import backward, exactness, forward, gradient_parity, gradients, noise
+from parity import backward, exactness, forward, gradient_parity, gradients, noise, precision
 from parity.compare import Comparison, compare_arrays
 from parity.results import LegacyRun, ParityReport, PortRun
 from parity.stages import Capture
@@ -85,6 +85,8 @@ def compare(run: LegacyRun, port: PortRun, rule: Tolerance) -> ParityReport:
                                                               run.captures["all_padding_row"], rule.absolute)
     if run.float64 is not None:
         report.float64 = float64_exactness(run, port, cases, rule).to_dict()
+    report.precision = precision.section({name: precision.judge_case(case.floors, run.captures[name].order)
+                                          for name, case in cases.items()}, port.precision_settings)
     report.determinism = {"torch_tf32_off": port.determinism["torch_tf32_off"],
                           "tf_tf32_off": bool(run.determinism["tf_tf32_off"]),
                           "torch_dropout_off": port.determinism["torch_dropout_off"],
@@ -187,6 +189,10 @@ def _checks(report: ParityReport, comparisons: list[Comparison]) -> dict[str, bo
         "forward": all(c.passed for c in comparisons),
         "all_padding_row": report.special_cases["all_padding_row"]["passed"],
         "layers": report.first_failing_stage is None and report.first_introducing_stage is None,
+        # the port's own float32 error, and its reordered/repeated runs' spread, within PRECISION_BOUND
+        # times the legacy's (parity.precision)
+        "precision": bool(report.precision["passed"]),
+        "spread": bool(report.precision["spread_passed"]),
         "localised": not any(entry["unlocated_outputs"] for entry in report.localisation.values()),
         "tf_graph_and_fit_miss_the_seed_six": set(grads["tf/graph"]["missing"]) == SEED_MISSING
         and set(grads["tf/fit"]["missing"]) == SEED_MISSING,

@@ -2,7 +2,7 @@
 
 A cross-framework difference means something only next to the difference that
 float32 arithmetic alone produces, measured where the port under test cannot
-move it. A value's floor is the sum of two parts:
+move it. A value's floor is the sum of two parts (`parity.tolerance.value_floor`):
 
 - the legacy's own float32 error: the legacy's float32 run against its float64
   run (the same weights and batches, recorded with it: `parity.legacy.record`), and its
@@ -10,13 +10,18 @@ move it. A value's floor is the sum of two parts:
 - the port's own rounding, measured only by variants that run the port's own
   code path: its float64 twin (same attention implementation), the batch rows
   permuted (results un-permuted; batches of two rows or more), one thread
-  instead of the default.
+  instead of the default (and, on the padded batch, the determinism check's repeated forward),
+  counted only up to `PRECISION_BOUND` times the legacy's float32 error (never below an ulp): a
+  port that loses precision in its float32 path, or is non-deterministic, inflates exactly this
+  term, and would otherwise explain its own error (issue 32). What it loses beyond the allowance
+  fails precision parity (`parity.precision`).
 
 Never an alternative implementation (eager attention instead of SDPA): a bug
 that lives in one implementation would be measured as noise. Each floor is at
 least one float32 ulp of the value's largest magnitude (a bit-identical repeat
 would otherwise give zero). Since |port - legacy| <= |port - port64| +
 |port64 - legacy64| + |legacy64 - legacy| element by element, a faithful port
+(one passing precision parity, so that its first term is within the allowance)
 stays within one floor (plus the float64 disagreement, round-off: see
 `parity.exactness`); a cross-framework error is reported in floor units and
 judged against `parity.tolerance.FLOOR_BOUND`.
@@ -40,6 +45,7 @@ import numpy as np
 from parity.forward import TOKEN_OUTPUTS, output_arrays, stage_mask
 from parity.results import PortNoise
 from parity.stages import Capture
+from parity.tolerance import PRECISION_BOUND, value_floor
 
 F32_EPS = float(np.finfo(np.float32).eps)
 
@@ -53,6 +59,10 @@ LEGACY_VARIANTS = ("float64", "permuted_batch")
 # section 3); on the tiny model the port's move values by up to 1.5e-5 (sharpened). So they are
 # measured on the padded batch, and repeated on the other batches only where they moved something there.
 REORDER_VARIANTS = ("permuted_batch", "one_thread")
+# The variants that run the same float32 arithmetic again (reordered, or repeated: the determinism
+# check's second forward of the padded batch): where they spread beyond the legacy's, the port is
+# non-deterministic (`parity.precision`).
+SPREAD_VARIANTS = (*REORDER_VARIANTS, "repeat")
 SKIPPED_REORDER = "bit-identical on the padded batch, so not repeated on this one"
 
 
@@ -61,13 +71,16 @@ class NoiseFloors:
     """Per value (output or stage name): the floor and what each variant moved it by.
 
     Attributes:
-        floor: name -> noise floor: the legacy's largest variant plus the port's largest, at least one ulp.
+        floor: name -> noise floor: the legacy's largest variant plus the port's largest, the port's counted
+            only up to the precision allowance (`parity.tolerance.value_floor`), at least one ulp.
+        ulp: name -> one float32 ulp of the value's largest legacy magnitude.
         pytorch: name -> variant -> max |variant - float32 run| of the port.
         legacy: name -> variant -> the same for the legacy (`float64`: its float32 run against its float64 run).
         skipped: variant -> why it was not run on this batch (`REORDER_VARIANTS`, one-row batches).
     """
 
     floor: dict[str, float] = field(default_factory=dict)
+    ulp: dict[str, float] = field(default_factory=dict)
     pytorch: dict[str, dict[str, float]] = field(default_factory=dict)
     legacy: dict[str, dict[str, float]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -77,7 +90,7 @@ class NoiseFloors:
         return reorder_moved(self.pytorch) or reorder_moved(self.legacy)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"floor": dict(self.floor), "pytorch": {k: dict(v) for k, v in self.pytorch.items()},
+        return {"floor": dict(self.floor), "ulp": dict(self.ulp), "pytorch": {k: dict(v) for k, v in self.pytorch.items()},
                 "legacy": {k: dict(v) for k, v in self.legacy.items()}, "skipped": dict(self.skipped)}
 
 
@@ -164,15 +177,16 @@ def floors(port: PortNoise, legacy: Capture, legacy_variants: Mapping[str, Mappi
     reference = compared_values(legacy)
     result = NoiseFloors(legacy={name: dict(legacy_variants.get(name, {})) for name in reference})
     if legacy64 is None:
-        result.skipped["legacy float64"] = "no float64 run of the legacy recorded"
+        result.skipped["legacy float64"] = (f"no float64 run of the legacy recorded: the port's own rounding "
+                                            f"counts up to {PRECISION_BOUND:g} ulps of each value")
     else:
         for name, error in legacy_float64_error(legacy, legacy64, inputs).items():
             result.legacy[name]["float64"] = error
     result.skipped.update(port.skipped)
     result.pytorch = {name: dict(moved) for name, moved in port.moved.items()}
     for name, value in reference.items():
-        ulp = F32_EPS * float(np.abs(value).max(initial=0.0))
+        ulp = result.ulp[name] = F32_EPS * float(np.abs(value).max(initial=0.0))
         own_port = max(result.pytorch[name].values(), default=0.0)
         own_legacy = max(result.legacy[name].values(), default=0.0)
-        result.floor[name] = max(ulp, own_port + own_legacy)
+        result.floor[name] = value_floor(ulp, own_legacy, own_port, result.legacy[name].get("float64"))
     return result

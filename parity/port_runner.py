@@ -38,7 +38,7 @@ import torch
 from parity.capture import capture_torch, torch_stage_modules
 from parity.port_gradients import torch_gradients, torch_gradients_and_reachability
 from parity.ledger import measure_deviations
-from parity.noise import reorder_moved
+from parity.noise import compared_values, max_difference, reorder_moved, values_and_masks
 from parity.port import build_port, versions
 from parity.port_noise import capture_float64, float64_default, float64_twin, port_noise, release_twins
 from parity.port_training import train_port
@@ -79,6 +79,7 @@ def run_port(run: LegacyRun, device: str | torch.device = "cpu", port: torch.nn.
         inputs = {case: {name: tokens.to(device) for name, tokens in batch.items()} for case, batch in run.inputs.items()}
         targets = {name: value.to(device) for name, value in run.targets.items()}
     result = PortRun(versions(), bool(getattr(pt_legacy.config, "is_legacy", False)), timings_s=timings)
+    result.precision_settings = precision_settings(device)  # as the forwards below run: TF32 is turned off later
     with timer.stage("forward"):
         _forward(result, run, pt_legacy, inputs)
     if run.float64 is not None:  # the twin's forwards of the compared batches were taken for the floors
@@ -89,7 +90,10 @@ def run_port(run: LegacyRun, device: str | torch.device = "cpu", port: torch.nn.
     release_twins(pt_legacy)
     stage_calls: dict[str, tuple[tuple, dict]] = {}  # the repeated forward's stage arguments, for the backward
     with timer.stage("determinism"):
-        result.determinism = determinism(pt_legacy, inputs["padded"], result.captures["padded"], stage_calls)
+        repeat: dict[str, float] = {}
+        result.determinism = determinism(pt_legacy, inputs["padded"], result.captures["padded"], stage_calls, repeat)
+        for name, moved in repeat.items():  # the repeated forward is one more variant of the port's own path
+            result.noise["padded"].moved[name]["repeat"] = moved
     with timer.stage("gradients"):
         for mode, model in (("pt/legacy", pt_legacy), ("pt/default", pt_default)):
             progress(f"gradients: {mode} (total and per objective)")
@@ -133,17 +137,33 @@ def _forward(result: PortRun, run: LegacyRun, pt_model, inputs: Mapping[str, Any
     result.captures["all_padding_row"] = capture_torch(pt_model, inputs["all_padding_row"])
 
 
+def precision_settings(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """torch's process-wide float32 settings, read back: the report records what the port ran with
+    (`check --device cuda`). TF32 or a reduced matmul precision left on is not refused here: it makes the
+    port's float32 path less precise than the legacy's, which precision parity judges (`parity.precision`)."""
+    return {"device": str(device), "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "float32_matmul_precision": torch.get_float32_matmul_precision()}
+
+
 def determinism(pt_model, inputs: Mapping[str, Any], first: Capture,
-                arguments: dict[str, tuple[tuple, dict]] | None = None) -> dict[str, bool]:
+                arguments: dict[str, tuple[tuple, dict]] | None = None,
+                moved: dict[str, float] | None = None) -> dict[str, bool]:
     """TF32 off and dropout off in the port, read back; a repeated forward identical to `first`.
 
     Args:
         arguments: filled with the repeated forward's stage arguments (`capture_torch`).
+        moved: filled with compared value -> max |repeat - first| over real tokens (`parity.noise`).
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     pt_model.eval()
-    again = capture_torch(pt_model, inputs, arguments=arguments).arrays()
+    repeated = capture_torch(pt_model, inputs, arguments=arguments)
+    if moved is not None:
+        reference, masks = values_and_masks(first, inputs)
+        for name, value in compared_values(repeated).items():
+            moved[name] = max_difference(value, reference[name], masks[name])
+    again = repeated.arrays()
     return {
         "torch_tf32_off": not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32,
         "torch_dropout_off": not any(module.training for module in pt_model.modules()),

@@ -158,6 +158,8 @@ class PortRun:
             of its noise variants; the all-padding row only where the legacy's float64 run was recorded).
         float64_gradients: the float64 twin's gradients of the total loss, or None.
         determinism: `torch_tf32_off`, `torch_dropout_off`, `torch_repeat_identical`.
+        precision_settings: torch's float32 settings as the port's forwards ran with them, read back
+            (`parity.port_runner.precision_settings`: device, TF32 for matmul and cuDNN, float32 matmul precision).
         gradients: `pt/legacy`, `pt/default` -> parameter -> gradient of the total loss (None: none).
         reachability: the same modes -> parameter group -> objective -> reached.
         default_parameters: every parameter of the default preset.
@@ -177,6 +179,7 @@ class PortRun:
     float64_captures: dict[str, Capture] = field(default_factory=dict)
     float64_gradients: dict[str, np.ndarray | None] | None = None
     determinism: dict[str, bool] = field(default_factory=dict)
+    precision_settings: dict[str, Any] = field(default_factory=dict)
     gradients: dict[str, dict[str, np.ndarray | None]] = field(default_factory=dict)
     reachability: dict[str, dict[str, dict[str, bool]]] = field(default_factory=dict)
     default_parameters: list[str] = field(default_factory=list)
@@ -206,6 +209,7 @@ class ParityReport:
     stage_gradient_errors: list[dict[str, Any]] = field(default_factory=list)
     first_backward_introducing_stage: str | None = None
     float64: dict[str, Any] | None = None
+    precision: dict[str, Any] | None = None  # parity.precision's section
     bundle: dict[str, Any] = field(default_factory=dict)
     verdict: dict[str, Any] = field(default_factory=dict)
     gradients: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -8,6 +8,7 @@ from model_helpers import tiny_config, trainer_batch
 from parity.capture import capture_torch
 from parity.noise import REORDER_VARIANTS, SKIPPED_REORDER, compared_values, floors, reorder_moved
 from parity.port_noise import port_noise
+from parity.tolerance import PRECISION_BOUND
 from qarac import QaracTrainerModel
 
 
@@ -23,7 +24,8 @@ def _floors(reorder: bool):
 
 def test_reorderings_run_unless_skipped_and_a_skip_is_explained():
     full, reduced = _floors(True), _floors(False)
-    no_float64 = {"legacy float64": "no float64 run of the legacy recorded"}
+    no_float64 = {"legacy float64": "no float64 run of the legacy recorded: the port's own rounding counts "
+                                    f"up to {PRECISION_BOUND:g} ulps of each value"}
     assert full.skipped == no_float64
     # the port's own code path only: never another attention implementation
     assert all(set(variants) == {"float64", *REORDER_VARIANTS} for variants in full.pytorch.values())

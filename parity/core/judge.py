@@ -28,7 +28,7 @@ from parity.compare import compare_arrays
 from parity.core.results import FLOAT32, FLOAT64, ONE_THREAD, PERMUTED, KerasRun, TorchRun
 from parity.core.spec import EAGER, Pair
 from parity.core.weights import Matched
-from parity.tolerance import FLOOR_BOUND, PRECISION_BOUND, value_floor
+from parity.tolerance import FLOOR_BOUND, PRECISION_BOUND, precision_ratio, value_floor, within_precision
 
 F32_EPS = float(np.finfo(np.float32).eps)
 # Relative bound of a float64 value of the port against the original's float64 run: float64 round-off
@@ -92,8 +92,7 @@ def judge_value(name: str, keras: Mapping[str, np.ndarray | None], port: Mapping
     port_reorder = max(_spread(p32, port.get(PERMUTED)), _spread(p32, port.get(ONE_THREAD)))
     floor = value_floor(ulp, keras_f64 + keras_reorder, max(port_f64, port_reorder), keras_f64)
     error = float("inf") if structure.problem else structure.max_abs_err
-    precision = port_f64 / max(keras_f64, ulp) if max(keras_f64, ulp) > 0 else (0.0 if port_f64 == 0 else float("inf"))
-    reorder_allowance = PRECISION_BOUND * max(keras_reorder, ulp)
+    precision = precision_ratio(port_f64, ulp, keras_f64)
     scale64 = _magnitude(np.asarray(keras[FLOAT64]))
     exact = compare_arrays(name, port[FLOAT64], keras[FLOAT64], 0.0)
     rel64 = float("inf") if exact.problem else (exact.max_abs_err / scale64 if scale64 > 0
@@ -101,7 +100,7 @@ def judge_value(name: str, keras: Mapping[str, np.ndarray | None], port: Mapping
     ratio = error / floor if floor > 0 else (0.0 if error == 0 else float("inf"))
     return ValueVerdict(name, error, floor, ratio, structure.problem is None and ratio <= FLOOR_BOUND,
                         keras_f64, port_f64, precision, precision <= PRECISION_BOUND, keras_reorder, port_reorder,
-                        port_reorder <= reorder_allowance, rel64, rel64 <= FLOAT64_BOUND, structure.problem)
+                        within_precision(port_reorder, ulp, keras_reorder), rel64, rel64 <= FLOAT64_BOUND, structure.problem)
 
 
 @dataclass
