@@ -138,6 +138,7 @@ def summary_rows(report: ParityReport, limit: int | None = 3) -> list[list[str]]
                                                          for name in entry["unlocated_outputs"])],
         ["gradient parity: worst relative error", f"{_fmt(worst_grad)} (tol {_fmt(tolerance)}, {len(report.gradient_parity)} parameters)"],
         *_float64_rows(report),
+        *_precision_rows(report),
         *([["bundle digest", report.bundle["digest"]]] if report.bundle.get("digest") else []),
         *[[f"check: {name}", _fmt(ok)] for name, ok in report.checks.items()],
         *[[f"determinism: {name}", _fmt(ok)] for name, ok in report.determinism.items()],
@@ -155,6 +156,31 @@ def _float64_rows(report: ParityReport) -> list[list[str]]:
              f"{len(f['values'])} values, {len(f['gradients'])} gradients)"],
             ["float64 exactness: first stage over its bound", first],
             ["float64 run: legacy parts substituted", _short(f["substitutes"], None)]]
+
+
+def _precision_rows(report: ParityReport) -> list[list[str]]:
+    """Precision parity in three lines: the worst ratios against the bound, the first stages named, the settings."""
+    p = report.precision
+    if p is None:
+        return []
+    settings = p.get("settings") or {}
+    return [["precision: worst port float32 error / legacy's", f"{_fmt(p['worst_ratio'])} (bound {p['bound']:g}); "
+             f"reordered/repeated spread {_fmt(p['worst_spread_ratio'])}"],
+            ["precision: first stage over its bound", p["first_precision_stage"] or "none"],
+            ["spread: first non-deterministic stage", p["first_nondeterministic_stage"] or "none"],
+            ["float32 settings the port ran with", ", ".join(f"{k} {v}" for k, v in settings.items()) or "-"]]
+
+
+def precision_rows(report: ParityReport) -> list[list[str]]:
+    """Per case: the worst ratios, the values over the bound, the first stages named."""
+    cases = (report.precision or {}).get("cases", {})
+    return [[case, _fmt(c["worst_ratio"]), _short(c["over"]), c["first_precision_stage"] or "none",
+             _fmt(c["worst_spread_ratio"]), _short(c["spread_over"]), c["first_nondeterministic_stage"] or "none"]
+            for case, c in cases.items()]
+
+
+PRECISION_HEADER = ["case", "worst float32 error / legacy's", "values over", "first stage over",
+                    "worst spread / legacy's", "values spread over", "first non-deterministic stage"]
 
 
 def _verdict(report: ParityReport) -> str:
@@ -250,6 +276,9 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     for case in report.stage_errors:
         console.print(_table(f"Introduced vs accumulated error per stage ({case})", STAGE_ERROR_HEADER,
                              stage_error_rows(report, case)))
+    if report.precision:
+        console.print(_table(f"Precision parity (port's own float32 error against the legacy's, bound "
+                             f"{report.precision['bound']:g}x)", PRECISION_HEADER, precision_rows(report)))
     console.print(_table("Gradient flow", GRADIENT_HEADER, gradient_rows(report)))
     console.print(_table("Backward, introduced per stage (fed the legacy's input and upstream gradient)",
                          BACKWARD_HEADER, backward_rows(report)))
@@ -337,6 +366,8 @@ def report_markdown(report: ParityReport) -> str:
              "\n## Summary\n", _markdown_table(SUMMARY_HEADER, summary_rows(report, limit=None)),
              "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
              "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
+             *(["\n## Precision parity\n", f"{report.precision['localisation']}.\n",
+                _markdown_table(PRECISION_HEADER, precision_rows(report))] if report.precision else []),
              "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report, limit=None))]
     parts += ["\n## Backward error introduced per stage\n", _markdown_table(BACKWARD_HEADER, backward_rows(report))]
     for case in report.stage_errors:
