@@ -159,7 +159,8 @@ def _float64_rows(report: ParityReport) -> list[list[str]]:
 
 
 def _precision_rows(report: ParityReport) -> list[list[str]]:
-    """Precision parity in three lines: the worst ratios against the bound, the first stages named, the settings."""
+    """Precision parity in four lines (per case: the JSON's `precision.cases`): the worst ratios against the
+    bound, the first stages over it, the float32 settings the port ran with."""
     p = report.precision
     if p is None:
         return []
@@ -169,18 +170,6 @@ def _precision_rows(report: ParityReport) -> list[list[str]]:
             ["precision: first stage over its bound", p["first_precision_stage"] or "none"],
             ["spread: first non-deterministic stage", p["first_nondeterministic_stage"] or "none"],
             ["float32 settings the port ran with", ", ".join(f"{k} {v}" for k, v in settings.items()) or "-"]]
-
-
-def precision_rows(report: ParityReport) -> list[list[str]]:
-    """Per case: the worst ratios, the values over the bound, the first stages named."""
-    cases = (report.precision or {}).get("cases", {})
-    return [[case, _fmt(c["worst_ratio"]), _short(c["over"]), c["first_precision_stage"] or "none",
-             _fmt(c["worst_spread_ratio"]), _short(c["spread_over"]), c["first_nondeterministic_stage"] or "none"]
-            for case, c in cases.items()]
-
-
-PRECISION_HEADER = ["case", "worst float32 error / legacy's", "values over", "first stage over",
-                    "worst spread / legacy's", "values spread over", "first non-deterministic stage"]
 
 
 def _verdict(report: ParityReport) -> str:
@@ -276,9 +265,6 @@ def print_report(report: ParityReport, console: Console | None = None) -> None:
     for case in report.stage_errors:
         console.print(_table(f"Introduced vs accumulated error per stage ({case})", STAGE_ERROR_HEADER,
                              stage_error_rows(report, case)))
-    if report.precision:
-        console.print(_table(f"Precision parity (port's own float32 error against the legacy's, bound "
-                             f"{report.precision['bound']:g}x)", PRECISION_HEADER, precision_rows(report)))
     console.print(_table("Gradient flow", GRADIENT_HEADER, gradient_rows(report)))
     console.print(_table("Backward, introduced per stage (fed the legacy's input and upstream gradient)",
                          BACKWARD_HEADER, backward_rows(report)))
@@ -366,8 +352,6 @@ def report_markdown(report: ParityReport) -> str:
              "\n## Summary\n", _markdown_table(SUMMARY_HEADER, summary_rows(report, limit=None)),
              "\n## Forward parity\n", _markdown_table(FORWARD_HEADER, forward_rows(report)),
              "\n## Stage by stage\n", _markdown_table(LAYER_HEADER, layer_rows(report)),
-             *(["\n## Precision parity\n", f"{report.precision['localisation']}.\n",
-                _markdown_table(PRECISION_HEADER, precision_rows(report))] if report.precision else []),
              "\n## Gradient flow\n", _markdown_table(GRADIENT_HEADER, gradient_rows(report, limit=None))]
     parts += ["\n## Backward error introduced per stage\n", _markdown_table(BACKWARD_HEADER, backward_rows(report))]
     for case in report.stage_errors:
