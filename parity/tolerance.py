@@ -44,11 +44,13 @@ ROBERTA_BASE_TOLERANCE = 1e-4
 # How many times the legacy's own float32 error (never below one ulp of the value) the port's own
 # float32 error, and its reordering/repeat spread, may be (`within_precision`, `value_floor`). Measured on
 # the clean port, worst over every output and stage of the four cases, port float32 error (or spread) /
-# max(legacy float32 error, ulp) (`/tmp` script of issue 32, `check`'s own `PortRun`; AMD EPYC, 2 cores):
+# max(legacy float32 error, ulp) (`qarac-parity check BUNDLE --json R`: `precision.worst_ratio` and
+# `worst_spread_ratio`; AMD EPYC, 2 cores):
 # reference/tiny 4.17 (max_length.trainer.consistency, a cosine near 0 whose ulp is small beside the
-# error of the vectors it comes from; next 3.13), tests/fixtures/reference-tiny-intel-xeon 1.96, median
-# 0.98 on both; roberta-base shapes: see bench/README.md section 6.1. 10 leaves 2.4x over the worst;
-# the least planted precision loss (float16 softmax) sits far above (bench/README.md section 5).
+# error of the vectors it comes from; next 3.13), spread 3.13; tests/fixtures/reference-tiny-intel-xeon
+# 1.90, spread 1.96; median about 0.97; roberta-base shapes: bench/README.md section 6.1. 10 leaves 2.4x
+# over the worst; the least planted precision loss (float16 softmax) is caught at 138 floors forward
+# (bench/README.md section 5.0).
 PRECISION_BOUND = 10.0
 
 NOISE_FLOOR, FIXED = "noise floor", "fixed tolerance"
