@@ -48,8 +48,8 @@ ROBERTA_BASE_TOLERANCE = 1e-4
 # `worst_spread_ratio`; AMD EPYC, 2 cores):
 # reference/tiny 4.17 (max_length.trainer.consistency, a cosine near 0 whose ulp is small beside the
 # error of the vectors it comes from; next 3.13), spread 3.13; tests/fixtures/reference-tiny-intel-xeon
-# 1.90, spread 1.96; median about 0.97; roberta-base shapes: bench/README.md section 6.1. 10 leaves 2.4x
-# over the worst; the least planted precision loss (float16 softmax) is caught at 138 floors forward
+# 1.90, spread 1.96; median about 0.97; roberta-base shapes 6.60 (the same cosine; next 2.40), spread 0
+# (bench/README.md section 6.1). 10 leaves 2.4x over the tiny bundles' worst, 1.5x over roberta-base's; the least planted precision loss (float16 softmax) is caught at 138 floors forward
 # (bench/README.md section 5.0).
 PRECISION_BOUND = 10.0
 
