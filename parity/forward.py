@@ -79,7 +79,10 @@ def _judged(comparison: Comparison, key: str, floors: Mapping[str, float] | None
         return comparison
     floor = floors[key]
     comparison.noise_floor = floor
-    comparison.floor_ratio = comparison.max_abs_err / floor
+    # A floor of exactly 0 (a value identically 0 in both legacy runs and the port's variants): equal
+    # values are 0 floors away, any error infinitely many.
+    comparison.floor_ratio = (comparison.max_abs_err / floor if floor > 0
+                              else 0.0 if comparison.max_abs_err == 0 else float("inf"))
     if bound is not None:
         comparison.tolerance = bound * floor
         comparison.passed = comparison.max_abs_err <= comparison.tolerance

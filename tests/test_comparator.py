@@ -54,3 +54,24 @@ def test_the_rule_reads_back_from_its_verdict():
     for rule in (Tolerance.for_model(base), Tolerance.for_model(base, 2e-5)):
         assert Tolerance.from_verdict(rule.verdict(), base) == rule
     assert Tolerance.for_model(base).without_floors() == Tolerance(ROBERTA_BASE_TOLERANCE, None)
+
+
+def test_a_value_identically_zero_on_both_sides_has_a_zero_floor_and_no_division_by_it(runs):
+    """Issue 35 item 1: a value identically 0 in both legacy runs (word embeddings zeroed) and in the port
+    gives a floor of exactly 0; the comparator ended in ZeroDivisionError. Equal zeros are 0 floors away;
+    any error over a 0 floor is infinitely many and fails."""
+    import numpy as np
+
+    run, port = copy.deepcopy(runs[0]), copy.deepcopy(runs[1])
+    name = "reasoning"
+    for capture in (run.captures["padded"], run.float64.captures["padded"], port.captures["padded"]):
+        capture.outputs[name] = np.zeros_like(capture.outputs[name])
+    for variants in (port.noise["padded"].moved, run.legacy_floors["padded"]):
+        variants[f"output:trainer.{name}"] = {v: 0.0 for v in variants.get(f"output:trainer.{name}", {})}
+    rule = Tolerance.for_model(run.meta["model_config"])
+    report = compare(run, port, rule)
+    value = next(c for c in report.forward if c["name"] == f"padded.trainer.{name}")
+    assert value["noise_floor"] == 0.0 and value["floor_ratio"] == 0.0 and value["passed"], value
+    port.captures["padded"].outputs[name][0, 0, 0] = 1.0
+    value = next(c for c in compare(run, port, rule).forward if c["name"] == f"padded.trainer.{name}")
+    assert value["floor_ratio"] == float("inf") and not value["passed"], value
